@@ -1,0 +1,84 @@
+"""Reading and writing predictions in the DCASE jsonl format.
+
+Each line: {"qid", "query", "vid", "pred_relevant_windows": [[st, en, score], ...]}
+with at most 10 windows, best first. Submissions strip the scores
+(`strip_scores=True`); local scoring needs them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from amr_jax.data.errors import AnnotationError
+from amr_jax.data.records import QueryRecord
+from amr_jax.io_utils import atomic_write_text
+
+MAX_WINDOWS = 10
+PRED_FIELD = "pred_relevant_windows"
+
+
+def prediction_lines(records: Sequence[QueryRecord], windows: np.ndarray, valid: np.ndarray,
+                     *, strip_scores: bool = False, decimals: int = 4) -> list[dict]:
+    """Builds prediction dicts from fixed-shape outputs.
+
+    Args:
+      records: the B queries, in the order of the arrays.
+      windows: [B, K, 3] (start_s, end_s, score), best first.
+      valid: [B, K] bool; invalid slots are left out.
+      strip_scores: write [st, en] only (DCASE submission format).
+      decimals: rounding of every number.
+    """
+    windows = np.asarray(windows, np.float64)
+    valid = np.asarray(valid, bool)
+    if windows.shape[0] != len(records) or valid.shape != windows.shape[:2]:
+        raise ValueError(f"{len(records)} records vs windows {windows.shape} / valid {valid.shape}")
+    lines = []
+    for r, w, v in zip(records, windows, valid):
+        kept = np.round(w[v][:MAX_WINDOWS], decimals)
+        if strip_scores:
+            kept = kept[:, :2]
+        lines.append({"qid": r.qid, "query": r.query, "vid": r.vid, PRED_FIELD: kept.tolist()})
+    return lines
+
+
+def write_predictions(path: str | os.PathLike, records: Sequence[QueryRecord], windows: np.ndarray,
+                      valid: np.ndarray, *, strip_scores: bool = False) -> Path:
+    """Writes a predictions jsonl atomically; see `prediction_lines`."""
+    lines = prediction_lines(records, windows, valid, strip_scores=strip_scores)
+    return atomic_write_text(path, "".join(json.dumps(line) + "\n" for line in lines))
+
+
+def read_predictions(path: str | os.PathLike) -> list[dict]:
+    """Reads a predictions jsonl, checking the fields the scorer needs."""
+    path = Path(path)
+    if not path.is_file():
+        raise AnnotationError(f"{path}: predictions file not found")
+    out, seen = [], {}
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise AnnotationError(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from None
+            if not isinstance(obj, dict) or "qid" not in obj or PRED_FIELD not in obj:
+                raise AnnotationError(f"{where}: each line needs 'qid' and '{PRED_FIELD}'")
+            key = str(obj["qid"])
+            if key in seen:
+                raise AnnotationError(f"{where}: duplicate qid {obj['qid']!r} (first on line {seen[key]})")
+            seen[key] = lineno
+            wins = obj[PRED_FIELD]
+            if not isinstance(wins, list) or any(
+                    not isinstance(w, list) or len(w) < 2 or not all(
+                        isinstance(v, (int, float)) and not isinstance(v, bool) for v in w) for w in wins):
+                raise AnnotationError(f"{where} qid={obj['qid']}: '{PRED_FIELD}' must be a list of "
+                                      "[start, end, score] number lists")
+            out.append(obj)
+    return out
