@@ -1,0 +1,30 @@
+"""Shared fixtures: the real annotation files and one small synthetic split per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("AMR_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Folder with the real CASTELLA / Clotho-Moment annotations and reference predictions."""
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"real annotation data not found at {SHARED_DATA} (set AMR_SHARED_DATA)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def synthetic_castella(tmp_path_factory, shared_data) -> Path:
+    """A small SYNTHETIC split with real CASTELLA test structure (first 12 recordings)."""
+    from amr_jax.data.synthetic import generate_split
+    out = tmp_path_factory.mktemp("synthetic_castella")
+    generate_split("castella", out, seed=0,
+                   annotations=shared_data / "castella" / "castella_test_release.jsonl",
+                   num_recordings=12, progress=False)
+    return out
