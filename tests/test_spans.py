@@ -32,9 +32,9 @@ def test_pairwise_iou_and_giou(a, b):
     giou = np.asarray(spans.pairwise_giou(an, bn))
     for i, x in enumerate(a):
         for j, y in enumerate(b):
-            np.testing.assert_allclose(iou[i, j], brute_iou(x, y), rtol=1e-5, atol=1e-6)
-            np.testing.assert_allclose(giou[i, j], brute_giou(x, y), rtol=1e-5, atol=1e-6)
-            assert -1 - 1e-6 <= giou[i, j] <= iou[i, j] + 1e-6
+            np.testing.assert_allclose(iou[i, j], brute_iou(x, y), rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(giou[i, j], brute_giou(x, y), rtol=1e-4, atol=1e-5)
+            assert -1 - 1e-5 <= giou[i, j] <= iou[i, j] + 1e-5
 
 
 @settings(max_examples=40, deadline=None)
@@ -42,7 +42,7 @@ def test_pairwise_iou_and_giou(a, b):
 def test_paired_iou_hull_equals_true_iou_when_overlapping(a, b):
     got = float(spans.paired_iou(np.array(a), np.array(b)))
     if min(a[1], b[1]) > max(a[0], b[0]):
-        np.testing.assert_allclose(got, brute_iou(a, b), rtol=1e-5)
+        np.testing.assert_allclose(got, brute_iou(a, b), rtol=1e-4, atol=1e-6)
     else:
         assert got == 0.0
 
