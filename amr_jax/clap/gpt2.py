@@ -309,5 +309,5 @@ def build_gpt2(cfg: GPT2Config, params: Mapping) -> GPT2:
     abstract = nnx.eval_shape(lambda: GPT2(cfg, rngs=nnx.Rngs(0)))
     graphdef, state = nnx.split(abstract)
     pure = nnx.restore_int_paths(jax.tree.map(jnp.asarray, dict(params)))
-    state.replace_by_pure_dict(pure)
+    nnx.replace_by_pure_dict(state, pure)
     return nnx.merge(graphdef, state)
