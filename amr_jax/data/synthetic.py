@@ -73,6 +73,10 @@ class WorldConfig:
     frame_noise: float = 0.45          # per-dimension std of white frame noise
     text_signal: float = 1.0
     text_noise: float = 0.25
+    # Every caption shares a generic "this is a sound" direction with the
+    # background, so raw joint similarity rises with background loudness for all
+    # queries alike (what background contrast removes).
+    caption_background: float = 0.8
     head_text_perturbation: float = 0.05
     linear2_scale: float = 0.1
     distractors_per_minute: float = 1.0
@@ -157,6 +161,8 @@ class SyntheticWorld:
         c = self.config
         words = tokenize(text) or ["<empty>"]
         cumulative = np.cumsum(self._weighted_words(words), axis=0)
+        cumulative /= np.linalg.norm(cumulative, axis=1, keepdims=True)
+        cumulative += c.caption_background * self.background[None]
         rows = np.concatenate([cumulative, cumulative[-1:]], axis=0)        # + end-of-text row
         rows /= np.linalg.norm(rows, axis=1, keepdims=True)
         noise = rng.standard_normal(rows.shape) * (c.text_noise / np.sqrt(DIM))
