@@ -1,0 +1,130 @@
+"""orbax checkpoints of a training run: the latest state and the best parameters.
+
+Layout under the workdir:
+  checkpoints/<step>/   latest TrainState (resumed automatically);
+  best/<step>/          parameters of the best validation epoch;
+  best.json             {"step", "epoch", "metric", "value", "brief"} of that epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+
+import jax
+import orbax.checkpoint as ocp
+from absl import logging
+
+from amr_jax.io_utils import atomic_write_text
+from amr_jax.train.state import TrainState
+
+LATEST_DIR = "checkpoints"
+BEST_DIR = "best"
+BEST_FILE = "best.json"
+
+
+@contextlib.contextmanager
+def _quiet():
+    """orbax logs every save at INFO; keep the training log readable."""
+    level = logging.get_verbosity()
+    logging.set_verbosity(min(level, logging.WARNING))  # absl: lower verbosity = quieter
+    try:
+        yield
+    finally:
+        logging.set_verbosity(level)
+
+
+def _options(max_to_keep: int) -> ocp.CheckpointManagerOptions:
+    # Synchronous saves: they take well under a second for this model, and a
+    # finished save is on disk before training goes on.
+    return ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                        enable_async_checkpointing=False)
+
+
+def _abstract(tree):
+    return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+class RunCheckpoints:
+    """The two checkpoint managers of a workdir."""
+
+    def __init__(self, workdir: str | os.PathLike, *, max_to_keep: int):
+        self.workdir = Path(workdir).resolve()
+        with _quiet():
+            self.latest = ocp.CheckpointManager(self.workdir / LATEST_DIR,
+                                                options=_options(max_to_keep))
+            self.best = ocp.CheckpointManager(self.workdir / BEST_DIR, options=_options(1))
+
+    def restore_latest(self, state: TrainState) -> TrainState | None:
+        """The latest saved state laid out (shapes, dtypes, shardings) like `state`, or None."""
+        step = self.latest.latest_step()
+        if step is None:
+            return None
+        with _quiet():
+            return self.latest.restore(step, args=ocp.args.StandardRestore(_abstract(state)))
+
+    def save_latest(self, state: TrainState) -> None:
+        step = int(jax.device_get(state.step))
+        if self.latest.latest_step() == step:
+            return
+        with _quiet():
+            self.latest.save(step, args=ocp.args.StandardSave(state))
+
+    def best_record(self) -> dict | None:
+        path = self.workdir / BEST_FILE
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def save_best(self, state: TrainState, record: dict) -> None:
+        step = int(jax.device_get(state.step))
+        with _quiet():
+            self.best.save(step, args=ocp.args.StandardSave(state.params), force=True)
+            self.best.wait_until_finished()
+        atomic_write_text(self.workdir / BEST_FILE, json.dumps(record, indent=2) + "\n")
+
+    def wait(self) -> None:
+        with _quiet():
+            self.latest.wait_until_finished()
+            self.best.wait_until_finished()
+
+    def close(self) -> None:
+        with _quiet():
+            self.latest.close()
+            self.best.close()
+
+
+def restore_params(workdir: str | os.PathLike, state_like: TrainState, *, prefer_best: bool = True):
+    """Parameters from a workdir: the best checkpoint when present, else the latest.
+
+    Args:
+      workdir: training workdir.
+      state_like: a TrainState giving structure, shapes, dtypes and shardings.
+      prefer_best: look in `best/` first.
+
+    Returns:
+      (params, description) where description names the checkpoint used.
+
+    Raises:
+      FileNotFoundError: when the workdir holds no checkpoint.
+    """
+    workdir = Path(workdir).resolve()
+    with _quiet():
+        return _restore_params(workdir, state_like, prefer_best=prefer_best)
+
+
+def _restore_params(workdir: Path, state_like: TrainState, *, prefer_best: bool):
+    if prefer_best and (workdir / BEST_DIR).is_dir():
+        with ocp.CheckpointManager(workdir / BEST_DIR) as mgr:
+            step = mgr.latest_step()
+            if step is not None:
+                params = mgr.restore(step, args=ocp.args.StandardRestore(
+                    _abstract(state_like.params)))
+                return params, f"best checkpoint ({BEST_DIR}/{step})"
+    if (workdir / LATEST_DIR).is_dir():
+        with ocp.CheckpointManager(workdir / LATEST_DIR) as mgr:
+            step = mgr.latest_step()
+            if step is not None:
+                state = mgr.restore(step, args=ocp.args.StandardRestore(_abstract(state_like)))
+                return state.params, f"latest checkpoint ({LATEST_DIR}/{step})"
+    raise FileNotFoundError(f"{workdir}: no checkpoint in {BEST_DIR}/ or {LATEST_DIR}/")

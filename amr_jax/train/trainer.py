@@ -1,0 +1,325 @@
+"""QD-DETR training loop: `train_and_evaluate(config, workdir)`.
+
+One jitted step (forward with dropout, on-device Hungarian matching, losses,
+AdamW) over batches sharded along a one-axis ("data") mesh of all local
+devices, parameters replicated. The run resumes from the latest checkpoint in
+the workdir, evaluates on the validation split every epoch with the official
+metrics and keeps the parameters of the best epoch (by `train.best_metric`).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+
+from amr_jax.data.loader import Split, load_split
+from amr_jax.data.records import is_annotated
+from amr_jax.detr.criterion import SetCriterion, build_criterion
+from amr_jax.detr.inputs import DetrInputs, DetrTargets
+from amr_jax.detr.postprocess import postprocess
+from amr_jax.eval import metrics as metrics_lib
+from amr_jax.io_utils import atomic_write_text
+from amr_jax.train import pipeline
+from amr_jax.train.checkpointing import RunCheckpoints
+from amr_jax.train.optimizer import make_optimizer
+from amr_jax.train.state import TrainState, count_params, init_state, split_model
+
+ModelFactory = Callable[[ml_collections.ConfigDict, nnx.Rngs], nnx.Module]
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised when a training step produces a NaN or infinite loss."""
+
+
+def build_qd_detr(model_config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> nnx.Module:
+    """The default model factory: `amr_jax.detr.model.QDDETR`."""
+    from amr_jax.detr.model import QDDETR  # noqa: PLC0415 (keeps this module importable alone)
+    return QDDETR(model_config, rngs=rngs)
+
+
+def data_mesh(devices=None) -> jax.sharding.Mesh:
+    """One-axis mesh named "data" over `devices` (default: all local devices)."""
+    devices = jax.local_devices() if devices is None else devices
+    return jax.sharding.Mesh(np.asarray(devices), ("data",))
+
+
+def _check_divisible(batch_size: int, mesh: jax.sharding.Mesh, what: str) -> None:
+    if batch_size % mesh.size:
+        raise ValueError(f"{what} {batch_size} is not divisible by the {mesh.size} local devices")
+
+
+def save_config(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> None:
+    atomic_write_text(Path(workdir) / CONFIG_FILE, config.to_json(indent=2) + "\n")
+
+
+def load_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
+    """The config a workdir was trained with (locked)."""
+    path = Path(workdir) / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not a training workdir (no {CONFIG_FILE})")
+    config = ml_collections.ConfigDict(json.loads(path.read_text()))
+    config.lock()
+    return config
+
+
+def load_data_split(annotations: str, audio_dir: str, text_dir: str, *, num_workers: int) -> Split:
+    return load_split(annotations, audio_dir, text_dir, num_workers=num_workers, progress=True)
+
+
+class Programs:
+    """The jitted train and predict functions of one model / objective / optimizer."""
+
+    def __init__(self, graphdef: nnx.GraphDef, rest: nnx.State, criterion: SetCriterion,
+                 tx: optax.GradientTransformation, postprocess_config: ml_collections.ConfigDict,
+                 clip_length: float, mesh: jax.sharding.Mesh):
+        self.graphdef, self.criterion, self.tx = graphdef, criterion, tx
+        self.mesh = mesh
+        self.replicated = NamedSharding(mesh, PartitionSpec())
+        self.sharded = NamedSharding(mesh, PartitionSpec("data"))
+        self.rest = jax.device_put(rest, self.replicated)
+        self._post = functools.partial(
+            postprocess, max_ts_val=postprocess_config.max_ts_val, clip_length=clip_length,
+            top_k=postprocess_config.top_k)
+        self.train_step = jax.jit(self._train_step, donate_argnums=(0,))
+        self.predict_step = jax.jit(self._predict_step)
+
+    def _model(self, params, rest):
+        return nnx.merge(self.graphdef, params, rest)
+
+    def _train_step(self, state: TrainState, rest, inputs: DetrInputs, targets: DetrTargets,
+                    base_key: jax.Array):
+        key = jax.random.fold_in(base_key, state.step)
+
+        def loss_fn(params):
+            model = self._model(params, rest)
+            outputs = model(inputs, deterministic=False, rngs=nnx.Rngs(dropout=key))
+            return self.criterion(outputs, targets, inputs.audio_mask)
+
+        (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = dict(terms, loss=loss, grad_norm=optax.tree.norm(grads))
+        return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+    def _predict_step(self, params, rest, inputs: DetrInputs, duration: jax.Array):
+        outputs = self._model(params, rest)(inputs, deterministic=True)
+        return self._post(outputs["pred_logits"], outputs["pred_spans"], duration)
+
+    def shard(self, tree):
+        return jax.device_put(tree, self.sharded)
+
+    def predict_split(self, params, split: Split, data_config: ml_collections.ConfigDict, *,
+                      batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Windows [N, K, 3] and valid [N, K] for every query of `split`, in file order.
+
+        `batch_size` is rounded up to a multiple of the device count (padding
+        rows are discarded).
+        """
+        batch_size = -(-batch_size // self.mesh.size) * self.mesh.size
+        windows, valid = [], []
+        for inputs, batch, num_valid in pipeline.eval_batches(split, data_config,
+                                                              batch_size=batch_size):
+            w, v = self.predict_step(params, self.rest, self.shard(inputs),
+                                     self.shard(jnp.asarray(batch.duration)))
+            w, v = jax.device_get((w, v))
+            windows.append(w[:num_valid])
+            valid.append(v[:num_valid])
+        return np.concatenate(windows), np.concatenate(valid)
+
+
+# Compiled programs of recent configurations: a second run with the same model,
+# objective, optimizer and mesh in one process (a resumed run, a test) reuses them.
+_PROGRAMS_CACHE: dict[tuple, Programs] = {}
+_PROGRAMS_CACHE_SIZE = 4
+
+
+def _programs_key(config, steps_per_epoch, model_factory, mesh) -> tuple:
+    parts = {k: config[k].to_json() for k in ("model", "loss", "optim", "postprocess")}
+    return (json.dumps(parts, sort_keys=True), config.seed, config.data.clip_length,
+            steps_per_epoch, model_factory, tuple(d.id for d in mesh.devices.flat))
+
+
+def build_programs(config: ml_collections.ConfigDict, *, steps_per_epoch: int,
+                   model_factory: ModelFactory, mesh: jax.sharding.Mesh
+                   ) -> tuple[Programs, TrainState]:
+    """Model, objective, optimizer and initial (replicated) state from a config."""
+    model = model_factory(config.model, nnx.Rngs(config.seed))
+    graphdef, params, rest = split_model(model)
+    key = _programs_key(config, steps_per_epoch, model_factory, mesh)
+    programs = _PROGRAMS_CACHE.get(key)
+    if programs is None:
+        tx = make_optimizer(config.optim, steps_per_epoch)
+        programs = Programs(graphdef, rest, build_criterion(config.loss), tx, config.postprocess,
+                            config.data.clip_length, mesh)
+        while len(_PROGRAMS_CACHE) >= _PROGRAMS_CACHE_SIZE:
+            _PROGRAMS_CACHE.pop(next(iter(_PROGRAMS_CACHE)))
+        _PROGRAMS_CACHE[key] = programs
+    state = jax.device_put(init_state(params, programs.tx), programs.replicated)
+    return programs, state
+
+
+def _mean_metrics(history: list[dict]) -> dict[str, float]:
+    host = jax.device_get(history)
+    return {k: float(np.mean([h[k] for h in host])) for k in host[0]}
+
+
+def _check_finite(loss, step: int) -> None:
+    value = float(jax.device_get(loss))
+    if not np.isfinite(value):
+        raise NonFiniteLossError(f"non-finite training loss {value} at step {step}")
+
+
+def _fmt_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
+                       model_factory: ModelFactory = build_qd_detr,
+                       stop_after_steps: int | None = None, devices=None) -> dict:
+    """Trains (resuming from `workdir`), evaluates every epoch, keeps the best epoch.
+
+    Args:
+      config: the experiment config (experiments/configs/qd_detr.py).
+      workdir: output folder; created if missing.
+      model_factory: (model config, rngs) -> model following the QD-DETR output
+        contract; QDDETR by default.
+      stop_after_steps: stop (after checkpointing) once the global step reaches
+        this value, as a preemption would; None trains to the end.
+      devices: devices of the data mesh (default: all local devices).
+
+    Returns:
+      {"step", "params" (host numpy tree), "best" (best.json record or None),
+       "history" (per-epoch dicts of this invocation)}.
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    save_config(config, workdir)
+    data = config.data
+    train_split = load_data_split(data.train_annotations, data.train_audio_feats,
+                                  data.train_text_feats, num_workers=data.num_workers)
+    val_split = (load_data_split(data.val_annotations, data.val_audio_feats, data.val_text_feats,
+                                 num_workers=data.num_workers) if data.val_annotations else None)
+    if val_split is not None and not is_annotated(val_split.records):
+        raise ValueError(f"{data.val_annotations}: the validation split has no windows")
+
+    mesh = data_mesh(devices)
+    batch_size = config.train.batch_size
+    _check_divisible(batch_size, mesh, "train.batch_size")
+    train_queries = pipeline.trainable_queries(train_split, data)
+    spe = pipeline.steps_per_epoch(len(train_queries), batch_size)
+    total_steps = spe * config.train.num_epochs
+    programs, state = build_programs(config, steps_per_epoch=spe, model_factory=model_factory,
+                                     mesh=mesh)
+    logging.info("model: %s parameters; %d devices; %d steps/epoch, %d epochs",
+                 f"{count_params(state.params):,}", mesh.size, spe, config.train.num_epochs)
+
+    ckpt = RunCheckpoints(workdir, max_to_keep=config.train.max_to_keep)
+    restored = ckpt.restore_latest(state)
+    if restored is not None:
+        state = restored
+        logging.info("resumed from %s at step %d", ckpt.latest.directory, int(state.step))
+    best = ckpt.best_record()
+    base_key = jax.random.PRNGKey(config.seed)
+    step = int(jax.device_get(state.step))
+    history = []
+    stop_at = total_steps if stop_after_steps is None else min(total_steps, stop_after_steps)
+
+    window, pending, t_window, steps_window = [], None, time.perf_counter(), 0
+    t_start, step_start = time.perf_counter(), step
+    epoch_metrics: list[dict] = []
+    while step < stop_at:
+        epoch, index = divmod(step, spe)
+        inputs, targets = pipeline.train_batch(train_split, train_queries, data,
+                                               batch_size=batch_size,
+                                               seed=config.seed, epoch=epoch, index=index)
+        state, metrics = programs.train_step(state, programs.rest, programs.shard(inputs),
+                                             programs.shard(targets), base_key)
+        if pending is not None:  # checked one step late so dispatch runs ahead
+            _check_finite(pending, step - 1)
+        pending = metrics["loss"]
+        step += 1
+        window.append(metrics)
+        epoch_metrics.append(metrics)
+        steps_window += 1
+        if step % config.train.log_every_steps == 0:
+            _check_finite(pending, step)
+            elapsed = time.perf_counter() - t_window
+            rate = steps_window / elapsed
+            eta = (total_steps - step) / rate
+            mean = _mean_metrics(window)
+            logging.info("step %d/%d epoch %d | loss %.4f | %.2f steps/s %.1f queries/s | ETA %s",
+                         step, total_steps, epoch + 1, mean["loss"], rate, rate * batch_size,
+                         _fmt_duration(eta))
+            window, t_window, steps_window = [], time.perf_counter(), 0
+        end_of_epoch = step % spe == 0
+        if end_of_epoch:
+            _check_finite(pending, step)
+            record = _end_epoch(config, programs, state, val_split, ckpt, best,
+                                epoch_metrics, epoch=epoch + 1, step=step,
+                                elapsed=time.perf_counter() - t_start,
+                                steps_done=step - step_start, total_steps=total_steps)
+            best = record.pop("_best")
+            history.append(record)
+            with open(workdir / METRICS_FILE, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+            epoch_metrics = []
+            ckpt.save_latest(state)
+        elif step % config.train.checkpoint_every_steps == 0 or step == stop_at:
+            ckpt.save_latest(state)
+    if pending is not None:
+        _check_finite(pending, step)
+    ckpt.save_latest(state)
+    ckpt.wait()
+    ckpt.close()
+    if best is not None:
+        logging.info("best epoch %d: %s", best["epoch"], json.dumps(best["brief"]))
+    return {"step": step, "params": jax.device_get(state.params), "best": best,
+            "history": history}
+
+
+def _end_epoch(config, programs: Programs, state: TrainState, val_split: Split | None,
+               ckpt: RunCheckpoints, best: dict | None, epoch_metrics: list[dict], *,
+               epoch: int, step: int, elapsed: float, steps_done: int, total_steps: int) -> dict:
+    """Logs the epoch, evaluates, saves the best parameters; returns the epoch record."""
+    train = _mean_metrics(epoch_metrics)
+    rate = steps_done / max(elapsed, 1e-9)
+    record = {"epoch": epoch, "step": step, "train": train, "steps_per_s": rate,
+              "eta_s": (total_steps - step) / rate}
+    logging.info("epoch %d/%d done | loss %.4f (span %.4f giou %.4f label %.4f saliency %.4f) | "
+                 "%.2f steps/s | elapsed %s | ETA %s", epoch, config.train.num_epochs,
+                 train["loss"], train.get("span", np.nan), train.get("giou", np.nan),
+                 train.get("label", np.nan), train.get("saliency", np.nan), rate,
+                 _fmt_duration(elapsed), _fmt_duration(record["eta_s"]))
+    if val_split is not None and epoch % config.train.eval_every_epochs == 0:
+        t0 = time.perf_counter()
+        windows, valid = programs.predict_split(state.params, val_split, config.data,
+                                                batch_size=config.train.eval_batch_size)
+        metrics = metrics_lib.compute_metrics(val_split.records, windows=windows, valid=valid,
+                                              source=str(val_split.annotations))
+        record["val"] = metrics["brief"]
+        value = metrics["brief"][config.train.best_metric]
+        improved = best is None or value > best["value"]
+        logging.info("epoch %d val %s (%.1f s)%s", epoch, json.dumps(metrics["brief"]),
+                     time.perf_counter() - t0, " new best" if improved else "")
+        if improved:
+            best = {"epoch": epoch, "step": step, "metric": config.train.best_metric,
+                    "value": value, "brief": metrics["brief"]}
+            ckpt.save_best(state, best)
+    record["_best"] = best
+    return record

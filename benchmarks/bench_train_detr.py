@@ -1,0 +1,133 @@
+"""QD-DETR training speed: ms per optimizer step at batch 32, 300 frames.
+
+  python benchmarks/bench_train_detr.py [--batch=32] [--frames=300] [--tokens=32] [--repeats=5]
+
+Rows (same random batch, same run; median of --repeats after one warm-up):
+  - train step (jit): the trainer's full step (forward with dropout and the
+    negative-pair pass, on-device Hungarian matching of both decoder layers,
+    losses, backward, clipping, AdamW) on the default (reference) model;
+  - forward (jit, train mode): the model alone;
+  - criterion (jit): matching + losses on fixed model outputs;
+  - criterion, reference style: per-sample scipy `linear_sum_assignment` on
+    host + torch losses, the way the reference computes the same objective.
+The default model has no torch counterpart here, so the end-to-end reference
+number is not measured; the criterion rows compare the part that moved from
+host to device. Compile time of the train step is reported separately.
+"""
+
+import sys
+import time
+from pathlib import Path
+
+from absl import app, flags
+
+_BATCH = flags.DEFINE_integer("batch", 32, "Queries per step.")
+_FRAMES = flags.DEFINE_integer("frames", 300, "Audio frames per query (padded length).")
+_TOKENS = flags.DEFINE_integer("tokens", 32, "Text tokens per query (padded length).")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repeats (median reported).")
+
+
+def _median_ms(fn, repeats):
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1e3 * sorted(times)[len(times) // 2]
+
+
+def main(argv):
+    del argv
+    import jax
+    import numpy as np
+    from flax import nnx
+
+    from amr_jax.detr.inputs import DetrInputs, DetrTargets
+    from amr_jax.train import trainer
+    from experiments.configs import qd_detr
+
+    b, t, l = _BATCH.value, _FRAMES.value, _TOKENS.value
+    config = qd_detr.get_config()
+    rng = np.random.default_rng(0)
+    ctx = rng.integers(t // 2, t + 1, size=b)
+    ctx[0] = t
+    audio_mask = np.arange(t)[None] < ctx[:, None]
+    text_mask = np.arange(l)[None] < rng.integers(4, l + 1, size=b)[:, None]
+    inputs = DetrInputs(
+        audio=(rng.normal(size=(b, t, 770)) * audio_mask[..., None]).astype(np.float32),
+        audio_mask=audio_mask, text=rng.normal(size=(b, l, 768)).astype(np.float32),
+        text_mask=text_mask)
+    w = config.data.max_windows
+    span_mask = np.arange(w)[None] < rng.integers(1, w + 1, size=b)[:, None]
+    spans = np.stack([rng.uniform(0.1, 0.9, (b, w)), rng.uniform(0.01, 0.2, (b, w))], -1)
+    labels = np.zeros((b, t), np.float32)
+    labels[:, 10:20] = 1
+    targets = DetrTargets(
+        spans=np.where(span_mask[..., None], spans, 0).astype(np.float32), span_mask=span_mask,
+        saliency_pos=np.tile([[11, 15]], (b, 1)).astype(np.int32),
+        saliency_neg=np.tile([[2, 40]], (b, 1)).astype(np.int32), saliency_labels=labels)
+
+    mesh = trainer.data_mesh()
+    programs, state = trainer.build_programs(config, steps_per_epoch=100,
+                                             model_factory=trainer.build_qd_detr, mesh=mesh)
+    key = jax.random.PRNGKey(0)
+    dev_inputs, dev_targets = programs.shard(inputs), programs.shard(targets)
+    holder = {"state": state}
+
+    def step():
+        holder["state"], m = programs.train_step(holder["state"], programs.rest, dev_inputs,
+                                                 dev_targets, key)
+        jax.block_until_ready(m["loss"])
+
+    t0 = time.perf_counter()
+    step()
+    compile_s = time.perf_counter() - t0
+    train_ms = _median_ms(step, _REPEATS.value)
+
+    params = holder["state"].params
+
+    @jax.jit
+    def forward(params, inputs):
+        model = nnx.merge(programs.graphdef, params, programs.rest)
+        return model(inputs, deterministic=False, rngs=nnx.Rngs(dropout=key))
+
+    fwd_ms = _median_ms(lambda: jax.block_until_ready(forward(params, dev_inputs)), _REPEATS.value)
+    outputs = jax.device_get(forward(params, dev_inputs))
+    crit = jax.jit(programs.criterion)
+    crit_ms = _median_ms(
+        lambda: jax.block_until_ready(crit(outputs, dev_targets, dev_inputs.audio_mask)),
+        _REPEATS.value)
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "detr"))
+    import torch
+    from torch_reference import torch_layer_losses, torch_saliency
+
+    def torch_criterion():
+        tgts = [torch.tensor(targets.spans[i][span_mask[i]]) for i in range(b)]
+        for layer in [outputs] + list(outputs["aux_outputs"]):
+            torch_layer_losses(torch.tensor(np.asarray(layer["pred_logits"])),
+                               torch.tensor(np.asarray(layer["pred_spans"])), tgts, eos_coef=0.1)
+        torch_saliency(torch.tensor(np.asarray(outputs["saliency_scores"])),
+                       torch.tensor(np.asarray(outputs["saliency_scores_neg"])),
+                       torch.tensor(labels), torch.tensor(audio_mask),
+                       torch.tensor(targets.saliency_pos).long(),
+                       torch.tensor(targets.saliency_neg).long(), tau=0.5, num_ranks=12, margin=0.2)
+
+    ref_ms = _median_ms(torch_criterion, _REPEATS.value)
+
+    dev = jax.devices()[0]
+    print(f"QD-DETR training speed, batch {b}, {t} frames, {l} tokens, {mesh.size} x "
+          f"{dev.platform} ({dev.device_kind}), torch threads {torch.get_num_threads()}")
+    print(f"{'row':<44} {'ms':>10}")
+    print("-" * 55)
+    for name, ms in [("train step (jit), ours", train_ms),
+                     ("forward, train mode (jit), ours", fwd_ms),
+                     ("criterion: matching + losses (jit), ours", crit_ms),
+                     ("criterion, scipy + torch (reference style)", ref_ms)]:
+        print(f"{name:<44} {ms:>10.1f}")
+    print(f"{'train step compile (s)':<44} {compile_s:>10.1f}")
+
+
+if __name__ == "__main__":
+    app.run(main)

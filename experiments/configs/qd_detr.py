@@ -1,0 +1,113 @@
+r"""QD-DETR for audio moment retrieval (the official DCASE 2026 Task 6 baseline recipe).
+
+Train (CASTELLA layout; every data path is a config field):
+
+  python -m experiments.train_detr --config=experiments/configs/qd_detr.py --workdir=runs/qd_detr \
+    --config.data.train_annotations=DATA/castella_train_release.jsonl \
+    --config.data.train_audio_feats=FEATS/clap \
+    --config.data.train_text_feats=FEATS/clap_text \
+    --config.data.val_annotations=DATA/castella_val_release.jsonl \
+    --config.data.val_audio_feats=FEATS/clap \
+    --config.data.val_text_feats=FEATS/clap_text
+
+Data fields (config.data):
+  train_annotations / val_annotations: annotation jsonl files (lighthouse / DCASE layout);
+  train_audio_feats / val_audio_feats: folders of `<vid>.npz` (key "features", [T, 768]);
+  train_text_feats / val_text_feats: folders of `qid<qid>.npz` (key "last_hidden_state").
+The workdir receives config.json, orbax checkpoints (`checkpoints/` latest, resumed
+automatically; `best/` the epoch with the best validation `train.best_metric`) and
+metrics.jsonl (one line per epoch). Predict with the best checkpoint:
+
+  python -m experiments.predict_detr --workdir=runs/qd_detr --annotations=ANN.jsonl \
+    --audio_feats=FEATS/clap --text_feats=FEATS/clap_text --output=PRED.jsonl
+
+Expected on real CASTELLA features (official baseline, 5 seeds, test split):
+R1@0.5 22.7, R1@0.7 10.2, mAP 10.5.
+
+`:runlocal` is a small smoke run (2 epochs, batch 8) for a tiny synthetic split, e.g.
+
+  python -m experiments.make_synthetic --preset=castella --output=/tmp/syn --seed=0 \
+    --num_recordings=16
+  python -m experiments.train_detr --config=experiments/configs/qd_detr.py:runlocal \
+    --workdir=/tmp/qd_run --config.data.train_annotations=/tmp/syn/annotations.jsonl \
+    --config.data.train_audio_feats=/tmp/syn/clap \
+    --config.data.train_text_feats=/tmp/syn/clap_text \
+    --config.data.val_annotations=/tmp/syn/annotations.jsonl \
+    --config.data.val_audio_feats=/tmp/syn/clap --config.data.val_text_feats=/tmp/syn/clap_text
+
+Expected: 2 epochs of 6 steps, about 1-2 minutes on 2 CPU cores (most of it XLA
+compilation), validation metrics near chance (a smoke test, not a result).
+"""
+
+import ml_collections
+
+from amr_jax.detr.model import default_model_config
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.seed = 2023
+
+    config.data = ml_collections.ConfigDict()
+    config.data.train_annotations = ""
+    config.data.train_audio_feats = ""
+    config.data.train_text_feats = ""
+    config.data.val_annotations = ""
+    config.data.val_audio_feats = ""
+    config.data.val_text_feats = ""
+    config.data.max_frames = 300     # max_a_l (CASTELLA)
+    config.data.max_tokens = 32      # max_q_l
+    config.data.max_windows = 5
+    config.data.clip_length = 1.0    # seconds per feature frame
+    config.data.num_workers = 8      # feature loading threads
+
+    config.model = default_model_config()
+
+    config.loss = ml_collections.ConfigDict()
+    config.loss.cost_span = 10.0
+    config.loss.cost_giou = 1.0
+    config.loss.cost_class = 4.0
+    config.loss.span_weight = 10.0
+    config.loss.giou_weight = 1.0
+    config.loss.label_weight = 4.0
+    config.loss.saliency_weight = 1.0
+    config.loss.eos_coef = 0.1
+    config.loss.saliency_margin = 0.2
+    config.loss.saliency_tau = 0.5
+    config.loss.saliency_num_ranks = 12
+
+    config.optim = ml_collections.ConfigDict()
+    config.optim.learning_rate = 1e-4
+    config.optim.weight_decay = 1e-4
+    config.optim.grad_clip = 0.1
+    config.optim.b1 = 0.9
+    config.optim.b2 = 0.999
+    config.optim.eps = 1e-8
+    config.optim.lr_drop_epochs = 400
+    config.optim.lr_drop_factor = 0.1
+
+    config.train = ml_collections.ConfigDict()
+    config.train.batch_size = 32
+    config.train.num_epochs = 200
+    config.train.eval_batch_size = 100
+    config.train.eval_every_epochs = 1
+    config.train.log_every_steps = 50
+    config.train.checkpoint_every_steps = 500   # plus one at every epoch end
+    config.train.best_metric = "R1@0.7"        # or "mAP" (lighthouse); any brief key
+    config.train.max_to_keep = 1
+
+    config.postprocess = ml_collections.ConfigDict()
+    config.postprocess.max_ts_val = 300.0
+    config.postprocess.top_k = 10
+
+    if arg == "runlocal":
+        config.train.batch_size = 8
+        config.train.num_epochs = 2
+        config.train.eval_batch_size = 16
+        config.train.log_every_steps = 2
+        config.train.checkpoint_every_steps = 1000  # epoch ends only
+        config.data.num_workers = 2
+    elif arg:
+        raise ValueError(f"unknown config argument {arg!r} (expected 'runlocal' or nothing)")
+    config.lock()
+    return config

@@ -1,0 +1,31 @@
+"""Predicts windows with a trained QD-DETR workdir (best checkpoint, else latest).
+
+  python -m experiments.predict_detr --workdir=DIR --annotations=ANN.jsonl \
+    --audio_feats=FEATS/clap --text_feats=FEATS/clap_text --output=PRED.jsonl
+
+Writes DCASE jsonl predictions [[start_s, end_s, score], ...] (top 10, best
+first). When the annotations have windows, prints the metrics report and, as
+the last stdout line, one JSON object with R1@0.5, R1@0.7, mAP, mAP@0.5, mAP@0.75.
+"""
+
+from absl import app, flags
+
+from amr_jax.train.predict import predict_to_file
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir.", required=True)
+_ANN = flags.DEFINE_string("annotations", None, "Annotation jsonl.", required=True)
+_AUDIO = flags.DEFINE_string("audio_feats", None, "Folder of <vid>.npz audio features.",
+                             required=True)
+_TEXT = flags.DEFINE_string("text_feats", None, "Folder of qid<qid>.npz text features.",
+                            required=True)
+_OUTPUT = flags.DEFINE_string("output", None, "Predictions jsonl to write.", required=True)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    predict_to_file(_WORKDIR.value, _ANN.value, _AUDIO.value, _TEXT.value, _OUTPUT.value)
+
+
+if __name__ == "__main__":
+    app.run(main)
