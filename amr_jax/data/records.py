@@ -117,19 +117,15 @@ def parse_record(obj, *, where: str) -> QueryRecord:
                        windows=windows, raw_windows=raw_windows, extra=extra)
 
 
-def read_annotations(path: str | os.PathLike) -> list[QueryRecord]:
-    """Reads and validates an annotation jsonl file.
+def iter_json_lines(path: str | os.PathLike, *, kind: str):
+    """Yields (where, decoded object) per non-blank line; `where` is "file:line".
 
     Raises:
-      AnnotationError: naming the file, line and qid, for malformed json,
-        missing fields, bad values, duplicate qids, a file with no queries, or a
-        file that mixes queries with and without windows.
+      AnnotationError: the file is missing or a line is not valid JSON.
     """
     path = Path(path)
     if not path.is_file():
-        raise AnnotationError(f"{path}: annotation file not found")
-    records: list[QueryRecord] = []
-    first_line: dict[str, int] = {}
+        raise AnnotationError(f"{path}: {kind} file not found")
     with path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
@@ -139,12 +135,27 @@ def read_annotations(path: str | os.PathLike) -> list[QueryRecord]:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
                 raise AnnotationError(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from None
-            record = parse_record(obj, where=where)
-            if record.key in first_line:
-                raise AnnotationError(
-                    f"{where}: duplicate qid {record.qid!r} (first on line {first_line[record.key]})")
-            first_line[record.key] = lineno
-            records.append(record)
+            yield where, obj
+
+
+def read_annotations(path: str | os.PathLike) -> list[QueryRecord]:
+    """Reads and validates an annotation jsonl file.
+
+    Raises:
+      AnnotationError: naming the file, line and qid, for malformed json,
+        missing fields, bad values, duplicate qids, a file with no queries, or a
+        file that mixes queries with and without windows.
+    """
+    path = Path(path)
+    records: list[QueryRecord] = []
+    first_line: dict[str, str] = {}
+    for where, obj in iter_json_lines(path, kind="annotation"):
+        record = parse_record(obj, where=where)
+        if record.key in first_line:
+            raise AnnotationError(
+                f"{where}: duplicate qid {record.qid!r} (first on line {first_line[record.key]})")
+        first_line[record.key] = where.rsplit(":", 1)[1]
+        records.append(record)
     if not records:
         raise AnnotationError(f"{path}: no queries")
     with_windows = sum(r.has_windows for r in records)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from amr_jax.data.errors import AnnotationError
-from amr_jax.data.records import QueryRecord
+from amr_jax.data.records import QueryRecord, iter_json_lines
 from amr_jax.io_utils import atomic_write_text
 
 MAX_WINDOWS = 10
@@ -55,30 +55,19 @@ def write_predictions(path: str | os.PathLike, records: Sequence[QueryRecord], w
 
 def read_predictions(path: str | os.PathLike) -> list[dict]:
     """Reads a predictions jsonl, checking the fields the scorer needs."""
-    path = Path(path)
-    if not path.is_file():
-        raise AnnotationError(f"{path}: predictions file not found")
     out, seen = [], {}
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise AnnotationError(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(obj, dict) or "qid" not in obj or PRED_FIELD not in obj:
-                raise AnnotationError(f"{where}: each line needs 'qid' and '{PRED_FIELD}'")
-            key = str(obj["qid"])
-            if key in seen:
-                raise AnnotationError(f"{where}: duplicate qid {obj['qid']!r} (first on line {seen[key]})")
-            seen[key] = lineno
-            wins = obj[PRED_FIELD]
-            if not isinstance(wins, list) or any(
-                    not isinstance(w, list) or len(w) < 2 or not all(
-                        isinstance(v, (int, float)) and not isinstance(v, bool) for v in w) for w in wins):
-                raise AnnotationError(f"{where} qid={obj['qid']}: '{PRED_FIELD}' must be a list of "
-                                      "[start, end, score] number lists")
-            out.append(obj)
+    for where, obj in iter_json_lines(path, kind="predictions"):
+        if not isinstance(obj, dict) or "qid" not in obj or PRED_FIELD not in obj:
+            raise AnnotationError(f"{where}: each line needs 'qid' and '{PRED_FIELD}'")
+        key = str(obj["qid"])
+        if key in seen:
+            raise AnnotationError(f"{where}: duplicate qid {obj['qid']!r} (first on line {seen[key]})")
+        seen[key] = where.rsplit(":", 1)[1]
+        wins = obj[PRED_FIELD]
+        if not isinstance(wins, list) or any(
+                not isinstance(w, list) or len(w) < 2 or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) for v in w) for w in wins):
+            raise AnnotationError(f"{where} qid={obj['qid']}: '{PRED_FIELD}' must be a list of "
+                                  "[start, end, score] number lists")
+        out.append(obj)
     return out
