@@ -6,12 +6,14 @@ feature file behind; readers see either the old file or the complete new one.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
+from absl import logging
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -42,3 +44,14 @@ def atomic_save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     return atomic_write_bytes(path, buffer.getvalue())
+
+
+@contextlib.contextmanager
+def quiet_checkpointing():
+    """orbax logs every save and restore at INFO; keep progress logs readable."""
+    level = logging.get_verbosity()
+    logging.set_verbosity(min(level, logging.WARNING))  # absl: lower verbosity = quieter
+    try:
+        yield
+    finally:
+        logging.set_verbosity(level)

@@ -36,7 +36,7 @@ from flax import nnx
 
 from amr_jax.clap import gpt2 as gpt2_lib
 from amr_jax.clap.heads import ClapModel, ProjectionHead
-from amr_jax.io_utils import atomic_write_text
+from amr_jax.io_utils import atomic_write_text, quiet_checkpointing
 
 HEADS = ("audio_head", "caption_head")
 _HEAD_PREFIX = {
@@ -416,7 +416,7 @@ def save_converted(params: Mapping, report: Mapping, out_dir: str | os.PathLike)
     report_path = out_dir / REPORT_NAME
     if report_path.exists():
         report_path.unlink()
-    with ocp.StandardCheckpointer() as ckptr:
+    with quiet_checkpointing(), ocp.StandardCheckpointer() as ckptr:
         ckptr.save(out_dir / PARAMS_SUBDIR, _stringify_keys(params), force=True)
         ckptr.wait_until_finished()
     atomic_write_text(report_path, json.dumps(report, indent=1, sort_keys=True) + "\n")
@@ -496,7 +496,7 @@ def load_converted(out_dir: str | os.PathLike) -> ClapParams:
     if not report_path.is_file():
         raise FileNotFoundError(f"{out_dir}: no {REPORT_NAME}; run experiments.convert_clap first")
     report = json.loads(report_path.read_text())
-    with ocp.StandardCheckpointer() as ckptr:
+    with quiet_checkpointing(), ocp.StandardCheckpointer() as ckptr:
         restored = ckptr.restore(out_dir / PARAMS_SUBDIR)
     params = _to_numpy(restored)
     shapes = _shapes(params)

@@ -8,32 +8,19 @@ Layout under the workdir:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from pathlib import Path
 
 import jax
 import orbax.checkpoint as ocp
-from absl import logging
 
-from amr_jax.io_utils import atomic_write_text
+from amr_jax.io_utils import atomic_write_text, quiet_checkpointing
 from amr_jax.train.state import TrainState
 
 LATEST_DIR = "checkpoints"
 BEST_DIR = "best"
 BEST_FILE = "best.json"
-
-
-@contextlib.contextmanager
-def _quiet():
-    """orbax logs every save at INFO; keep the training log readable."""
-    level = logging.get_verbosity()
-    logging.set_verbosity(min(level, logging.WARNING))  # absl: lower verbosity = quieter
-    try:
-        yield
-    finally:
-        logging.set_verbosity(level)
 
 
 def _options(max_to_keep: int) -> ocp.CheckpointManagerOptions:
@@ -52,7 +39,7 @@ class RunCheckpoints:
 
     def __init__(self, workdir: str | os.PathLike, *, max_to_keep: int):
         self.workdir = Path(workdir).resolve()
-        with _quiet():
+        with quiet_checkpointing():
             self.latest = ocp.CheckpointManager(self.workdir / LATEST_DIR,
                                                 options=_options(max_to_keep))
             self.best = ocp.CheckpointManager(self.workdir / BEST_DIR, options=_options(1))
@@ -62,14 +49,14 @@ class RunCheckpoints:
         step = self.latest.latest_step()
         if step is None:
             return None
-        with _quiet():
+        with quiet_checkpointing():
             return self.latest.restore(step, args=ocp.args.StandardRestore(_abstract(state)))
 
     def save_latest(self, state: TrainState) -> None:
         step = int(jax.device_get(state.step))
         if self.latest.latest_step() == step:
             return
-        with _quiet():
+        with quiet_checkpointing():
             self.latest.save(step, args=ocp.args.StandardSave(state))
 
     def best_record(self) -> dict | None:
@@ -78,18 +65,18 @@ class RunCheckpoints:
 
     def save_best(self, state: TrainState, record: dict) -> None:
         step = int(jax.device_get(state.step))
-        with _quiet():
+        with quiet_checkpointing():
             self.best.save(step, args=ocp.args.StandardSave(state.params), force=True)
             self.best.wait_until_finished()
         atomic_write_text(self.workdir / BEST_FILE, json.dumps(record, indent=2) + "\n")
 
     def wait(self) -> None:
-        with _quiet():
+        with quiet_checkpointing():
             self.latest.wait_until_finished()
             self.best.wait_until_finished()
 
     def close(self) -> None:
-        with _quiet():
+        with quiet_checkpointing():
             self.latest.close()
             self.best.close()
 
@@ -109,7 +96,7 @@ def restore_params(workdir: str | os.PathLike, state_like: TrainState, *, prefer
       FileNotFoundError: when the workdir holds no checkpoint.
     """
     workdir = Path(workdir).resolve()
-    with _quiet():
+    with quiet_checkpointing():
         return _restore_params(workdir, state_like, prefer_best=prefer_best)
 
 
