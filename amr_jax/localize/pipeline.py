@@ -1,0 +1,404 @@
+"""Whole-split training-free localization: load once, embed once, score in one jitted call.
+
+`run_localization` is what `experiments.localize` runs: it loads a split, projects each
+recording once into the MS-CLAP joint space (shared by its queries), computes every relevance
+curve and localizes every query in jitted batch calls, writes the predictions atomically and
+scores them when the annotations carry windows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from amr_jax import saliency
+from amr_jax.data.loader import Split, load_split
+from amr_jax.data.records import is_annotated
+from amr_jax.eval import metrics as metrics_lib
+from amr_jax.eval import predictions as predictions_lib
+from amr_jax.io_utils import atomic_write_text
+from amr_jax.localize import systems
+
+
+@dataclasses.dataclass
+class SplitArrays:
+    """A split as fixed-shape host arrays.
+
+    Attributes:
+      audio: `[N, T, 768]` raw audio features per recording, zero-padded.
+      audio_mask: `[N, T]` bool.
+      text: `[B, L, 768]` text features per query, zero-padded.
+      text_mask: `[B, L]` bool.
+      query_recording: `[B]` int32 recording row of each query.
+      query_slot: `[B]` int32 position of the query among its recording's queries.
+      slot_query: `[N, S]` int32 query of each slot, -1 where empty.
+      duration: `[B]` float32 seconds.
+    """
+
+    audio: np.ndarray
+    audio_mask: np.ndarray
+    text: np.ndarray
+    text_mask: np.ndarray
+    query_recording: np.ndarray
+    query_slot: np.ndarray
+    slot_query: np.ndarray
+    duration: np.ndarray
+
+
+@dataclasses.dataclass
+class Embedded:
+    """What the localizer consumes: per-recording frames and per-query vectors.
+
+    Attributes:
+      audio: `[N, T, E]` frames (joint space, normalized) or raw backbone rows, on device.
+      queries: `[B, E]` query vectors.
+      neutral: `[E]` neutral direction (contrast only), else None.
+    """
+
+    audio: np.ndarray
+    queries: np.ndarray
+    neutral: np.ndarray | None
+
+
+def frame_length(lengths: Sequence[int], *, max_frames: int, frame_bucket: int) -> int:
+    """The padded frame length of a split: longest recording rounded up, capped."""
+    longest = max(max(lengths, default=1), 1)
+    return int(min(max_frames, math.ceil(longest / frame_bucket) * frame_bucket))
+
+
+def split_arrays(split: Split, *, max_frames: int, frame_bucket: int) -> SplitArrays:
+    """Pads a loaded split into `SplitArrays` (recordings in `split.vids` order)."""
+    vids = split.vids
+    t_len = frame_length([split.audio[v].shape[0] for v in vids], max_frames=max_frames,
+                         frame_bucket=frame_bucket)
+    dim = split.audio[vids[0]].shape[1]
+    audio = np.zeros((len(vids), t_len, dim), np.float32)
+    audio_mask = np.zeros((len(vids), t_len), bool)
+    for i, v in enumerate(vids):
+        a = split.audio[v][:t_len]
+        audio[i, : len(a)] = a
+        audio_mask[i, : len(a)] = True
+    texts = [split.text[r.key] for r in split.records]
+    l_len = max(t.shape[0] for t in texts)
+    text = np.zeros((len(texts), l_len, texts[0].shape[1]), np.float32)
+    text_mask = np.zeros((len(texts), l_len), bool)
+    for i, t in enumerate(texts):
+        text[i, : len(t)] = t
+        text_mask[i, : len(t)] = True
+    query_recording = split.vid_index()
+    counts = np.zeros(len(vids), np.int64)
+    query_slot = np.zeros(len(texts), np.int32)
+    for b, n in enumerate(query_recording):
+        query_slot[b] = counts[n]
+        counts[n] += 1
+    slot_query = np.full((len(vids), max(int(counts.max(initial=1)), 1)), -1, np.int32)
+    slot_query[query_recording, query_slot] = np.arange(len(texts), dtype=np.int32)
+    duration = np.asarray([r.duration for r in split.records], np.float32)
+    return SplitArrays(audio=audio, audio_mask=audio_mask, text=text, text_mask=text_mask,
+                       query_recording=query_recording.astype(np.int32), query_slot=query_slot,
+                       slot_query=slot_query, duration=duration)
+
+
+def embed_split(config: ml_collections.ConfigDict, arrays: SplitArrays, *,
+                clap_dir: str | os.PathLike | None,
+                neutral_feats: str | os.PathLike | None) -> Embedded:
+    """Audio frames and query vectors for the configured relevance.
+
+    backbone: the raw 768-d rows and end-of-text rows (cosine is taken later);
+    joint / contrast: MS-CLAP heads, each recording projected once.
+    """
+    if config.relevance == "backbone":
+        last = arrays.text_mask.sum(-1) - 1
+        queries = arrays.text[np.arange(len(last)), last]
+        return Embedded(audio=jax.device_put(arrays.audio), queries=queries, neutral=None)
+    if not clap_dir:
+        raise ValueError(f"system {config.system} needs --clap (a converted MS-CLAP folder)")
+    from amr_jax.clap import convert, embed  # heavy imports only for the joint-space systems
+
+    clap = convert.load_converted(clap_dir).to_model()
+    audio = _project_packed(embed.project_audio, clap, arrays.audio, arrays.audio_mask,
+                            chunk_size=config.embed_chunk, progress=config.progress)
+    queries = embed.embed_query_from_features(clap, arrays.text, arrays.text_mask)
+    neutral = None
+    if config.relevance == "contrast":
+        if not neutral_feats:
+            raise ValueError(f"system {config.system} needs --neutral_feats (folder with "
+                             "background_sound.npz, ambient_noise.npz, background_audio.npz)")
+        neutral = embed.neutral_embedding(clap, neutral_feats_dir=neutral_feats)
+    return Embedded(audio=audio, queries=queries, neutral=neutral)
+
+
+def _project_packed(project, clap, audio: np.ndarray, mask: np.ndarray, **kwargs) -> jax.Array:
+    """Projects only the valid frames: they are packed densely into rows of the padded length
+    (the head acts on each frame alone), projected, and put back in place on the device.
+
+    Recordings of a split differ in length (CASTELLA: 59-300 s), so projecting the padded
+    `[N, T, 768]` array would spend a third of the work on padding.
+    """
+    n_rec, t_len, dim = audio.shape
+    valid = mask.reshape(-1)
+    frames = audio.reshape(-1, dim)[valid]
+    rows = max(1, -(-len(frames) // t_len))
+    packed = np.zeros((rows * t_len, dim), audio.dtype)
+    packed[: len(frames)] = frames
+    packed_mask = np.arange(rows * t_len) < len(frames)
+    out = project(clap, packed.reshape(rows, t_len, dim), packed_mask.reshape(rows, t_len), **kwargs)
+    out = jax.device_put(out.reshape(rows * t_len, -1))
+    # Frame f of the padded layout reads packed row position[f]; padding is zeroed.
+    position = np.zeros(n_rec * t_len, np.int32)
+    position[valid] = np.arange(len(frames), dtype=np.int32)
+    gathered = _unpack(out, jnp.asarray(position), jnp.asarray(valid))
+    return gathered.reshape(n_rec, t_len, -1)
+
+
+@jax.jit
+def _unpack(packed: jax.Array, position: jax.Array, valid: jax.Array) -> jax.Array:
+    return jnp.where(valid[:, None], packed[position], 0.0)
+
+
+def relevance_curves(relevance: str, audio: jax.Array, audio_mask: jax.Array, queries: jax.Array,
+                     neutral: jax.Array | None, query_recording: jax.Array,
+                     query_slot: jax.Array, slot_query: jax.Array) -> jax.Array:
+    """`[B, T]` relevance of every query on its recording (see `Embedded` for inputs)."""
+    if relevance == "backbone":
+        audio, queries = saliency.normalize(audio), saliency.normalize(queries)
+    elif relevance == "contrast":
+        queries = queries - neutral[None, :]
+    elif relevance != "joint":
+        raise ValueError(f"unknown relevance {relevance!r}")
+    return saliency.grouped_relevance(audio, audio_mask, queries, query_recording, query_slot,
+                                      slot_query)
+
+
+def localize_curves(config: ml_collections.ConfigDict, curves: jax.Array, mask: jax.Array,
+                    duration: jax.Array):
+    """Runs the configured localizer on `[B, T]` curves."""
+    if config.localizer == "fwhm":
+        return systems.fwhm_localize(curves, mask, duration, num_windows=config.num_windows,
+                                     **config.fwhm.to_dict())
+    if config.localizer == "gmm":
+        return systems.gmm_localize(curves, mask, duration, num_windows=config.num_windows,
+                                    **config.gmm.to_dict())
+    raise ValueError(f"unknown localizer {config.localizer!r}")
+
+
+@dataclasses.dataclass
+class LocalizeResult:
+    """Output of `localize_split`: host arrays plus the stage times.
+
+    Attributes:
+      windows: `[B, K, 3]`; valid: `[B, K]`.
+      curves: `[B, T]` raw relevance; mask: `[B, T]`.
+      details: the localizer's output (smoothed curve, posterior, mixtures...) as numpy.
+      compile_s, localize_s: compilation and run seconds (relevance + localizer).
+    """
+
+    windows: np.ndarray
+    valid: np.ndarray
+    curves: np.ndarray
+    mask: np.ndarray
+    details: object
+    compile_s: float
+    localize_s: float
+
+
+def _chunk_rows(x: np.ndarray, start: int, size: int) -> np.ndarray:
+    part = x[start:start + size]
+    if len(part) < size:
+        part = np.concatenate([part, np.zeros((size - len(part),) + part.shape[1:], part.dtype)])
+    return part
+
+
+# Compiled executables, keyed by what they depend on (system settings and shapes), so that
+# running several systems or splits of one shape in a process compiles each kernel once.
+_EXECUTABLES: dict[tuple, object] = {}
+
+
+def _signature(args) -> tuple:
+    return tuple((None if a is None else (tuple(a.shape), str(a.dtype))) for a in args)
+
+
+def _compiled(key: tuple, fn, args) -> tuple[object, float]:
+    """Returns `(executable, compile seconds)`; 0 s when already compiled in this process."""
+    if key in _EXECUTABLES:
+        return _EXECUTABLES[key], 0.0
+    t0 = time.perf_counter()
+    exe = jax.jit(fn).lower(*args).compile()
+    _EXECUTABLES[key] = exe
+    return exe, time.perf_counter() - t0
+
+
+def localize_split(config: ml_collections.ConfigDict, arrays: SplitArrays,
+                   embedded: Embedded) -> LocalizeResult:
+    """Relevance curves and localization of every query; compilation timed separately."""
+    num_queries = len(arrays.duration)
+    chunk = min(config.query_chunk or num_queries, num_queries)
+    rel_args = (embedded.audio, arrays.audio_mask, embedded.queries, embedded.neutral,
+                arrays.query_recording, arrays.query_slot, arrays.slot_query)
+    mask = arrays.audio_mask[arrays.query_recording]
+    t_len = mask.shape[1]
+    padded = -(-num_queries // chunk) * chunk
+    mask_p = _chunk_rows(mask, 0, padded)
+    duration_p = _chunk_rows(arrays.duration, 0, padded)
+
+    rel_exec, rel_compile_s = _compiled(
+        ("relevance", config.relevance) + _signature(rel_args),
+        functools.partial(relevance_curves, config.relevance), rel_args)
+    loc_args = (jax.ShapeDtypeStruct((chunk, t_len), jnp.float32),
+                jax.ShapeDtypeStruct((chunk, t_len), jnp.bool_),
+                jax.ShapeDtypeStruct((chunk,), jnp.float32))
+    settings = json.dumps({k: config[k].to_dict() if hasattr(config[k], "to_dict") else config[k]
+                           for k in ("localizer", "num_windows", "fwhm", "gmm")}, sort_keys=True)
+    loc_exec, loc_compile_s = _compiled(("localize", settings, chunk, t_len),
+                                        functools.partial(localize_curves, config), loc_args)
+    compile_s = rel_compile_s + loc_compile_s
+
+    t0 = time.perf_counter()
+    curves = rel_exec(*rel_args)
+    if padded > num_queries:
+        curves = jnp.concatenate([curves, jnp.zeros((padded - num_queries, t_len), curves.dtype)])
+    outputs = [loc_exec(curves[s:s + chunk], mask_p[s:s + chunk], duration_p[s:s + chunk])
+               for s in range(0, padded, chunk)]
+    outputs = jax.block_until_ready(outputs)
+    localize_s = time.perf_counter() - t0
+
+    host = [jax.tree.map(np.asarray, o) for o in outputs]
+    merged = jax.tree.map(lambda *xs: np.concatenate(xs)[:num_queries], *host)
+    return LocalizeResult(windows=merged.windows, valid=merged.valid, curves=np.asarray(curves)[:num_queries],
+                          mask=mask, details=merged, compile_s=compile_s, localize_s=localize_s)
+
+
+def run_localization(config: ml_collections.ConfigDict, *, annotations: str | os.PathLike,
+                     audio_feats: str | os.PathLike, text_feats: str | os.PathLike,
+                     output: str | os.PathLike, clap_dir: str | os.PathLike | None = None,
+                     neutral_feats: str | os.PathLike | None = None,
+                     timings: str | os.PathLike | None = None,
+                     plot_qids: Sequence[str] = (), plot_dir: str | os.PathLike | None = None,
+                     split: Split | None = None, arrays: SplitArrays | None = None,
+                     embedded: Embedded | None = None, print_report: bool = True) -> dict:
+    """Localizes a whole split with one system and writes its predictions.
+
+    Args:
+      config: from `experiments/configs/localize.py`.
+      annotations, audio_feats, text_feats: the split (DCASE layout).
+      output: predictions jsonl (written atomically).
+      clap_dir: converted MS-CLAP folder (joint-space systems).
+      neutral_feats: folder of the three neutral-prompt text features (gmm_contrast).
+      timings: optional JSON path for the stage seconds.
+      plot_qids: qids to draw (PNG per qid in `plot_dir`).
+      plot_dir: folder of the figures; default `<output stem>_plots` beside the output.
+      split: an already loaded split (then `load_s` is 0).
+      arrays: `split_arrays(split)` when already built for this config's shapes.
+      embedded: `embed_split(config, arrays)` when already computed.
+      print_report: print the metrics table and the final JSON line.
+
+    Returns:
+      {"system", "metrics" (None on blind sets), "timings", "result" (LocalizeResult)}.
+    """
+    start = time.perf_counter()
+    if split is None:
+        split = load_split(annotations, audio_feats, text_feats, num_workers=config.num_workers,
+                           progress=config.progress)
+    load_s = time.perf_counter() - start
+
+    t0 = time.perf_counter()
+    if arrays is None:
+        arrays = split_arrays(split, max_frames=config.max_frames, frame_bucket=config.frame_bucket)
+    if embedded is None:
+        embedded = embed_split(config, arrays, clap_dir=clap_dir, neutral_feats=neutral_feats)
+    embed_s = time.perf_counter() - t0
+
+    result = localize_split(config, arrays, embedded)
+    predictions_lib.write_predictions(output, split.records, result.windows, result.valid)
+    total_s = time.perf_counter() - start
+    times = {"load_s": load_s, "embed_s": embed_s, "localize_s": result.localize_s,
+             "compile_s": result.compile_s, "total_s": total_s}
+    logging.info("%s: %d queries; load %.2f s, embed %.2f s, compile %.2f s, localize %.3f s",
+                 config.system, len(split.records), load_s, embed_s, result.compile_s,
+                 result.localize_s)
+    if timings:
+        atomic_write_text(timings, json.dumps({k: round(v, 4) for k, v in times.items()}) + "\n")
+
+    if plot_qids:
+        from amr_jax.eval import diagnostics  # matplotlib only when figures are asked for
+
+        folder = Path(plot_dir) if plot_dir else Path(output).with_name(Path(output).stem + "_plots")
+        diagnostics.plot_queries(split.records, result, plot_qids, folder, title=config.system)
+
+    metrics = None
+    if is_annotated(split.records):
+        metrics = metrics_lib.compute_metrics(split.records, windows=result.windows,
+                                              valid=result.valid, source=str(output))
+        if print_report:
+            from amr_jax.eval.report import report_text, summary_json_line
+
+            print(report_text(config.system, metrics))
+            print(summary_json_line(metrics), flush=True)
+    return {"system": config.system, "metrics": metrics, "timings": times, "result": result}
+
+
+def _first_rows(arrays: SplitArrays) -> SplitArrays:
+    """A one-recording, one-query view (for embedding what does not depend on the split)."""
+    return SplitArrays(audio=arrays.audio[:1], audio_mask=arrays.audio_mask[:1],
+                       text=arrays.text[:1], text_mask=arrays.text_mask[:1],
+                       query_recording=np.zeros(1, np.int32), query_slot=np.zeros(1, np.int32),
+                       slot_query=np.zeros((1, 1), np.int32), duration=arrays.duration[:1])
+
+
+def run_all_systems(configs: Sequence[ml_collections.ConfigDict], *,
+                    annotations: str | os.PathLike, audio_feats: str | os.PathLike,
+                    text_feats: str | os.PathLike, output_dir: str | os.PathLike,
+                    clap_dir: str | os.PathLike | None = None,
+                    neutral_feats: str | os.PathLike | None = None) -> dict[str, dict]:
+    """Runs several systems on one split (loaded once) and prints one metrics table.
+
+    Writes `<output_dir>/<system>.jsonl` and `<output_dir>/timings.json`. Returns
+    `{system: brief metrics}` (empty dicts on blind sets).
+    """
+    first = configs[0]
+    split = load_split(annotations, audio_feats, text_feats, num_workers=first.num_workers,
+                       progress=first.progress)
+    arrays = split_arrays(split, max_frames=first.max_frames, frame_bucket=first.frame_bucket)
+    # Every joint-space system shares one projection of the split; contrast adds `n` to it.
+    joint: Embedded | None = None
+    rows, brief, times = {}, {}, {}
+    for config in configs:
+        same_shapes = (config.max_frames, config.frame_bucket) == (first.max_frames,
+                                                                    first.frame_bucket)
+        embedded = None
+        if same_shapes and config.relevance != "backbone":
+            if joint is None:
+                joint = embed_split(config, arrays, clap_dir=clap_dir, neutral_feats=neutral_feats)
+            embedded = joint
+            if config.relevance == "contrast" and joint.neutral is None:
+                embedded = joint = dataclasses.replace(
+                    joint, neutral=embed_split(config, _first_rows(arrays), clap_dir=clap_dir,
+                                               neutral_feats=neutral_feats).neutral)
+        out = run_localization(config, annotations=annotations, audio_feats=audio_feats,
+                               text_feats=text_feats, clap_dir=clap_dir,
+                               neutral_feats=neutral_feats, split=split, print_report=False,
+                               arrays=arrays if same_shapes else None, embedded=embedded,
+                               output=Path(output_dir) / f"{config.system}.jsonl")
+        times[config.system] = {k: round(v, 4) for k, v in out["timings"].items()}
+        if out["metrics"] is not None:
+            rows[config.system] = out["metrics"]
+            brief[config.system] = metrics_lib.brief(out["metrics"])
+        else:
+            brief[config.system] = {}
+    atomic_write_text(Path(output_dir) / "timings.json", json.dumps(times, indent=2) + "\n")
+    if rows:
+        print(metrics_lib.format_table(rows, title=f"{annotations}"))
+    print(json.dumps(brief), flush=True)
+    return brief

@@ -1,0 +1,35 @@
+r"""Diagnostics of the training-free systems on an annotated split.
+
+  python -m experiments.diagnose --config=experiments/configs/localize.py:gmm_contrast \
+    --annotations=ANN.jsonl --audio_feats=FEATS/clap --text_feats=FEATS/clap_text \
+    --clap=CONVERTED_DIR --neutral_feats=DIR [--output=DIAG.json]
+
+Prints the matched-vs-mismatched win rate and rank-AUC of frame relevance for the backbone
+and the joint space, and the mean IoU of the top GMM window by separation Delta.
+"""
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from amr_jax.eval import diagnostics
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", "experiments/configs/localize.py:gmm_contrast", "A GMM system config.")
+_ANNOTATIONS = flags.DEFINE_string("annotations", None, "Annotated jsonl.", required=True)
+_AUDIO = flags.DEFINE_string("audio_feats", None, "Folder of <vid>.npz.", required=True)
+_TEXT = flags.DEFINE_string("text_feats", None, "Folder of qid<qid>.npz.", required=True)
+_CLAP = flags.DEFINE_string("clap", None, "Converted MS-CLAP folder.", required=True)
+_NEUTRAL = flags.DEFINE_string("neutral_feats", None, "Neutral-prompt text features.")
+_OUTPUT = flags.DEFINE_string("output", None, "Optional JSON output.")
+
+
+def main(argv):
+    del argv
+    diagnostics.run_diagnostics(_CONFIG.value, annotations=_ANNOTATIONS.value,
+                                audio_feats=_AUDIO.value, text_feats=_TEXT.value,
+                                clap_dir=_CLAP.value, neutral_feats=_NEUTRAL.value,
+                                output=_OUTPUT.value)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,53 @@
+r"""Training-free localization of a whole split (JointProj FWHM or background-contrast GMM).
+
+  python -m experiments.localize --config=experiments/configs/localize.py:SYSTEM \
+    --annotations=ANN.jsonl --audio_feats=FEATS/clap --text_feats=FEATS/clap_text \
+    --clap=CONVERTED_DIR [--neutral_feats=DIR] --output=PRED.jsonl \
+    [--timings=T.json] [--plot_qids=QID,QID --plot_dir=DIR]
+
+SYSTEM: backbone_cosine, jointproj_s1, jointproj_s2, jointproj_s3, gmm_simple, gmm_contrast.
+With annotated windows it prints the metrics table and, as its last stdout line, the JSON
+object of `experiments.evaluate`. With --all_systems every system runs on the split (loaded
+once), `--output` is a folder receiving `<system>.jsonl`, and one table is printed.
+"""
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from amr_jax.localize import pipeline
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "experiments/configs/localize.py:SYSTEM")
+_ANNOTATIONS = flags.DEFINE_string("annotations", None, "Annotation jsonl.", required=True)
+_AUDIO = flags.DEFINE_string("audio_feats", None, "Folder of <vid>.npz audio features.", required=True)
+_TEXT = flags.DEFINE_string("text_feats", None, "Folder of qid<qid>.npz text features.", required=True)
+_CLAP = flags.DEFINE_string("clap", None, "Converted MS-CLAP folder (experiments.convert_clap).")
+_NEUTRAL = flags.DEFINE_string("neutral_feats", None, "Folder of the neutral-prompt text features.")
+_OUTPUT = flags.DEFINE_string("output", None, "Predictions jsonl (a folder with --all_systems).",
+                              required=True)
+_TIMINGS = flags.DEFINE_string("timings", None, "Optional JSON file for the stage seconds.")
+_PLOT_QIDS = flags.DEFINE_list("plot_qids", [], "qids whose curves are drawn as PNG figures.")
+_PLOT_DIR = flags.DEFINE_string("plot_dir", None, "Folder of the figures.")
+_ALL = flags.DEFINE_bool("all_systems", False, "Run all six systems; --output is a folder.")
+
+
+def main(argv):
+    del argv
+    if _ALL.value:
+        from experiments.configs import localize as localize_configs
+
+        configs = [localize_configs.get_config(s) for s in localize_configs.SYSTEMS]
+        pipeline.run_all_systems(configs, annotations=_ANNOTATIONS.value, audio_feats=_AUDIO.value,
+                                 text_feats=_TEXT.value, output_dir=_OUTPUT.value,
+                                 clap_dir=_CLAP.value, neutral_feats=_NEUTRAL.value)
+        return
+    if _CONFIG.value is None:
+        raise app.UsageError("--config=experiments/configs/localize.py:SYSTEM is required")
+    pipeline.run_localization(_CONFIG.value, annotations=_ANNOTATIONS.value,
+                              audio_feats=_AUDIO.value, text_feats=_TEXT.value,
+                              output=_OUTPUT.value, clap_dir=_CLAP.value,
+                              neutral_feats=_NEUTRAL.value, timings=_TIMINGS.value,
+                              plot_qids=_PLOT_QIDS.value, plot_dir=_PLOT_DIR.value)
+
+
+if __name__ == "__main__":
+    app.run(main)
