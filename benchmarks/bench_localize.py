@@ -2,8 +2,8 @@ r"""Training-free localization: JAX kernels vs the per-query numpy/scipy/sklearn
 
   python -m experiments.make_synthetic --preset=castella --seed=0 --output=/tmp/synth_test \
     --annotations=../shared/data/castella/castella_test_release.jsonl
-  python -c "from amr_jax.clap import convert; convert.convert_and_save( \
-    '/tmp/synth_test/msclap_synthetic.npz', '/tmp/synth_test/clap_converted')"
+  python -m experiments.convert_clap --checkpoint=/tmp/synth_test/msclap_synthetic.npz \
+    --output=/tmp/synth_test/clap_converted
   python benchmarks/bench_localize.py --data=/tmp/synth_test [--systems=gmm_contrast,...]
 
 Both implementations run in this process on the same split, loaded once. Per system:
