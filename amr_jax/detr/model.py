@@ -141,65 +141,6 @@ def _tie_initial_vectors(stack) -> None:
                 node[...] = reference[path][...]
 
 
-class TextToAudioLayer(nnx.Module):
-    """Cross-attention encoder layer: audio frames (queries) attend to text tokens.
-
-    Keeps the reference's residual quirk: the feed-forward residual is added to
-    the tensor *before* `norm1`:
-
-        x = audio + Dropout(Attn(audio + pos_a, text + pos_t, text))
-        y = norm2(x + Dropout(FFN(norm1(x))))
-
-    The global token and the text pass through unchanged, so the layer only
-    maps audio `[B, T, d] -> [B, T, d]`.
-    """
-
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        dim_feedforward: int,
-        *,
-        dropout: float,
-        activation: str,
-        rngs: nnx.Rngs,
-    ):
-        self.self_attn = MultiHeadAttention(dim, num_heads, dropout=dropout, rngs=rngs)
-        self.linear1 = layers.linear(dim, dim_feedforward, xavier=True, rngs=rngs)
-        self.linear2 = layers.linear(dim_feedforward, dim, xavier=True, rngs=rngs)
-        self.norm1 = layers.layer_norm(dim, rngs=rngs)
-        self.norm2 = layers.layer_norm(dim, rngs=rngs)
-        self.dropout = nnx.Dropout(dropout)
-        self.dropout1 = nnx.Dropout(dropout)
-        self.dropout2 = nnx.Dropout(dropout)
-        self.activation = layers.activation_layer(activation)
-
-    def __call__(
-        self,
-        audio: jax.Array,
-        audio_pos: jax.Array,
-        text: jax.Array,
-        text_pos: jax.Array,
-        text_mask: jax.Array,
-        *,
-        deterministic: bool,
-        rngs=None,
-        attn_mask: jax.Array | None = None,
-    ) -> jax.Array:
-        """audio/audio_pos [B, T, d]; text/text_pos [B, L, d]; text_mask [B, L] -> [B, T, d].
-
-        `attn_mask` [B, H, T, L] (True = allowed) optionally restricts attention further.
-        """
-        kw = dict(deterministic=deterministic, rngs=rngs)
-        attn = self.self_attn(
-            audio + audio_pos, text + text_pos, text, text_mask, attn_mask=attn_mask, **kw
-        )
-        x = audio + self.dropout1(attn, **kw)
-        h = self.linear1(self.norm1(x))
-        h = self.linear2(self.dropout(self.activation(h), **kw))
-        return self.norm2(x + self.dropout2(h, **kw))
-
-
 class EncoderLayer(nnx.Module):
     """Post-norm self-attention layer over `[B, N, d]` (positions added to queries and keys)."""
 
@@ -233,6 +174,45 @@ class EncoderLayer(nnx.Module):
         h = self.linear2(self.dropout(self.activation(self.linear1(x)), **kw))
         return self.norm2(x + self.dropout2(h, **kw))
 
+
+class TextToAudioLayer(EncoderLayer):
+    """Cross-attention encoder layer: audio frames (queries) attend to text tokens.
+
+    Keeps the reference's residual quirk: the feed-forward residual is added to
+    the tensor *before* `norm1`:
+
+        x = audio + Dropout(Attn(audio + pos_a, text + pos_t, text))
+        y = norm2(x + Dropout(FFN(norm1(x))))
+
+    The global token and the text pass through unchanged, so the layer only
+    maps audio `[B, T, d] -> [B, T, d]`. Same sub-modules (and parameter names)
+    as `EncoderLayer`; only the wiring differs.
+    """
+
+    def __call__(
+        self,
+        audio: jax.Array,
+        audio_pos: jax.Array,
+        text: jax.Array,
+        text_pos: jax.Array,
+        text_mask: jax.Array,
+        *,
+        deterministic: bool,
+        rngs=None,
+        attn_mask: jax.Array | None = None,
+    ) -> jax.Array:
+        """audio/audio_pos [B, T, d]; text/text_pos [B, L, d]; text_mask [B, L] -> [B, T, d].
+
+        `attn_mask` [B, H, T, L] (True = allowed) optionally restricts attention further.
+        """
+        kw = dict(deterministic=deterministic, rngs=rngs)
+        attn = self.self_attn(
+            audio + audio_pos, text + text_pos, text, text_mask, attn_mask=attn_mask, **kw
+        )
+        x = audio + self.dropout1(attn, **kw)
+        h = self.linear1(self.norm1(x))
+        h = self.linear2(self.dropout(self.activation(h), **kw))
+        return self.norm2(x + self.dropout2(h, **kw))
 
 class DecoderLayer(nnx.Module):
     """Conditional-DETR decoder layer (separate content and position projections).
