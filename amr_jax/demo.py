@@ -44,27 +44,17 @@ def split_paths(folder: Path) -> dict[str, str]:
 
 
 def run_training_free(folders: dict[str, Path], workdir: Path) -> dict[str, dict]:
-    """All six training-free systems on the test split; returns {system: metrics}."""
+    """All six training-free systems on the test split (projected once); {system: metrics}."""
     from amr_jax.localize import pipeline
     from experiments.configs import localize as localize_configs
 
     clap_dir = workdir / "clap_converted"
     convert_and_save(folders["test"] / f"{CHECKPOINT_STEM}.npz", clap_dir)
     configs = [localize_configs.get_config(s) for s in localize_configs.SYSTEMS]
-    test = split_paths(folders["test"])
-    split = pipeline.load_split(test["annotations"], test["audio_feats"], test["text_feats"],
-                                num_workers=configs[0].num_workers, progress=False)
-    arrays = pipeline.split_arrays(split, max_frames=configs[0].max_frames,
-                                   frame_bucket=configs[0].frame_bucket)
-    results = {}
-    for config in configs:
-        out = pipeline.run_localization(
-            config, **test, output=workdir / "predictions" / f"{config.system}.jsonl",
-            clap_dir=clap_dir, neutral_feats=folders["test"] / "neutral_text", split=split,
-            arrays=arrays, print_report=False)
-        results[config.system] = out["metrics"]
-        print(f"[demo] {config.system}: {metrics_lib.brief(out['metrics'])}")
-    return results
+    return pipeline.run_all_systems(configs, **split_paths(folders["test"]),
+                                    output_dir=workdir / "predictions", clap_dir=clap_dir,
+                                    neutral_feats=folders["test"] / "neutral_text",
+                                    print_table=False)
 
 
 def run_qd_detr(folders: dict[str, Path], workdir: Path, *, num_epochs: int) -> dict:

@@ -361,11 +361,14 @@ def run_all_systems(configs: Sequence[ml_collections.ConfigDict], *,
                     annotations: str | os.PathLike, audio_feats: str | os.PathLike,
                     text_feats: str | os.PathLike, output_dir: str | os.PathLike,
                     clap_dir: str | os.PathLike | None = None,
-                    neutral_feats: str | os.PathLike | None = None) -> dict[str, dict]:
-    """Runs several systems on one split (loaded once) and prints one metrics table.
+                    neutral_feats: str | os.PathLike | None = None,
+                    print_table: bool = True) -> dict[str, dict | None]:
+    """Runs several systems on one split (loaded and projected once), prints one table.
 
     Writes `<output_dir>/<system>.jsonl` and `<output_dir>/timings.json`. Returns
-    `{system: brief metrics}` (empty dicts on blind sets).
+    `{system: metrics}` as `metrics.compute_metrics` gives them (None on blind sets).
+    With `print_table`, prints the table and, last, the JSON of every system's
+    five headline figures.
     """
     first = configs[0]
     split = load_split(annotations, audio_feats, text_feats, num_workers=first.num_workers,
@@ -373,7 +376,7 @@ def run_all_systems(configs: Sequence[ml_collections.ConfigDict], *,
     arrays = split_arrays(split, max_frames=first.max_frames, frame_bucket=first.frame_bucket)
     # Every joint-space system shares one projection of the split; contrast adds `n` to it.
     joint: Embedded | None = None
-    rows, brief, times = {}, {}, {}
+    rows, times = {}, {}
     for config in configs:
         same_shapes = (config.max_frames, config.frame_bucket) == (first.max_frames,
                                                                     first.frame_bucket)
@@ -392,13 +395,12 @@ def run_all_systems(configs: Sequence[ml_collections.ConfigDict], *,
                                arrays=arrays if same_shapes else None, embedded=embedded,
                                output=Path(output_dir) / f"{config.system}.jsonl")
         times[config.system] = {k: round(v, 4) for k, v in out["timings"].items()}
-        if out["metrics"] is not None:
-            rows[config.system] = out["metrics"]
-            brief[config.system] = metrics_lib.brief(out["metrics"])
-        else:
-            brief[config.system] = {}
+        rows[config.system] = out["metrics"]
     atomic_write_text(Path(output_dir) / "timings.json", json.dumps(times, indent=2) + "\n")
-    if rows:
-        print(metrics_lib.format_table(rows, title=f"{annotations}"))
-    print(json.dumps(brief), flush=True)
-    return brief
+    if print_table:
+        scored = {name: m for name, m in rows.items() if m is not None}
+        if scored:
+            print(metrics_lib.format_table(scored, title=f"{annotations}"))
+        print(json.dumps({name: metrics_lib.brief(m) if m else {} for name, m in rows.items()}),
+              flush=True)
+    return rows

@@ -137,3 +137,35 @@ def test_rank_auc_matches_sklearn_and_partners_differ():
     own = np.array([[0.0, 2.0], [1.0, 1.0]], np.float32)
     other = np.array([[1.0, 1.0], [0.0, 1.0]], np.float32)
     assert diagnostics.win_rate(own, other, np.ones((2, 2), bool))["win_rate"] == 0.75
+
+
+def test_all_systems_binary_prints_one_table_and_matches_single_runs(split_dir, tmp_path):
+    p = _paths(split_dir)
+    cmd = [sys.executable, "-m", "experiments.localize", "--all_systems",
+           f"--annotations={p['annotations']}", f"--audio_feats={p['audio_feats']}",
+           f"--text_feats={p['text_feats']}", f"--clap={p['clap_dir']}",
+           f"--neutral_feats={p['neutral_feats']}", f"--output={tmp_path / 'all'}"]
+    run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    last = json.loads(run.stdout.strip().splitlines()[-1])
+    assert list(last) == list(localize_configs.SYSTEMS)
+    for system in localize_configs.SYSTEMS:
+        assert f"\n{system} " in run.stdout
+        assert (tmp_path / "all" / f"{system}.jsonl").is_file()
+    # Sharing one projection across systems must not change any system's result.
+    single = pipeline.run_localization(localize_configs.get_config("jointproj_s1"),
+                                       output=tmp_path / "s1.jsonl", print_report=False, **p)
+    assert metrics.brief(single["metrics"]) == last["jointproj_s1"]
+
+
+def test_diagnose_binary(split_dir, tmp_path):
+    p = _paths(split_dir)
+    cmd = [sys.executable, "-m", "experiments.diagnose",
+           f"--annotations={p['annotations']}", f"--audio_feats={p['audio_feats']}",
+           f"--text_feats={p['text_feats']}", f"--clap={p['clap_dir']}",
+           f"--neutral_feats={p['neutral_feats']}", f"--output={tmp_path / 'd.json'}"]
+    run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    saved = json.loads((tmp_path / "d.json").read_text())
+    assert "rank-AUC" in run.stdout and "Delta" in run.stdout
+    assert saved["joint"]["rank_auc"] > saved["backbone"]["rank_auc"]
