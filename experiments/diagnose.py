@@ -8,9 +8,10 @@ Prints the matched-vs-mismatched win rate and rank-AUC of frame relevance for th
 and the joint space, and the mean IoU of the top GMM window by separation Delta.
 """
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
+from amr_jax import cli
 from amr_jax.eval import diagnostics
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -29,7 +30,8 @@ def main(argv):
                                 audio_feats=_AUDIO.value, text_feats=_TEXT.value,
                                 clap_dir=_CLAP.value, neutral_feats=_NEUTRAL.value,
                                 output=_OUTPUT.value)
+    cli.log_outputs({"diagnostics": _OUTPUT.value})
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -10,6 +10,7 @@ the last stdout line, one JSON object with R1@0.5, R1@0.7, mAP, mAP@0.5, mAP@0.7
 
 from absl import app, flags
 
+from amr_jax import cli
 from amr_jax.train.predict import predict_to_file
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir.", required=True)
@@ -25,7 +26,8 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     predict_to_file(_WORKDIR.value, _ANN.value, _AUDIO.value, _TEXT.value, _OUTPUT.value)
+    cli.log_outputs({"predictions": _OUTPUT.value})
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -27,6 +27,7 @@ import ml_collections
 import numpy as np
 
 from amr_jax.data.records import QueryRecord
+from amr_jax.errors import UsageError
 
 
 def mismatched_partners(num_queries: int, seed: int) -> np.ndarray:
@@ -145,36 +146,49 @@ def plot_queries(records: Sequence[QueryRecord], result, qids: Sequence[str],
 
     from amr_jax.io_utils import atomic_write_bytes
 
+    from matplotlib.patches import Patch
+
     index = {str(r.qid): i for i, r in enumerate(records)}
     unknown = [q for q in qids if str(q) not in index]
     if unknown:
-        raise KeyError(f"--plot_qids: qids not in the split: {unknown}")
+        raise UsageError(f"--plot_qids: qids not in the split: {unknown}",
+                         hint="pass qids exactly as written in the annotation file")
     folder = Path(folder)
     written = []
     for qid in qids:
         i = index[str(qid)]
         r = records[i]
         n = int(result.mask[i].sum())
-        t = np.arange(n) + 0.5
-        fig, ax = plt.subplots(figsize=(10, 3.2))
-        ax.plot(t, result.curves[i, :n], lw=0.8, color="0.55", label="relevance")
+        t = np.arange(n) + 0.5  # frame i covers [i, i+1): draw it at its centre
+        fig, ax = plt.subplots(figsize=(10, 3.6))
+        ax.plot(t, result.curves[i, :n], lw=0.8, color="0.55", label="relevance (raw)")
+        ax.set_ylabel("relevance (raw)", color="0.35")
+        # The localizer's curve lives on another scale (standardized / contrast): own axis.
         ax2 = ax.twinx()
         ax2.plot(t, np.asarray(result.details.curve)[i, :n], lw=1.4, color="tab:blue",
-                 label="localizer curve")
+                 label="localizer curve (smoothed)")
+        ax2.set_ylabel("localizer curve", color="tab:blue")
         posterior = getattr(result.details, "posterior", None)
         if posterior is not None:
             ax2.plot(t, np.asarray(posterior)[i, :n], lw=1.0, color="tab:purple", ls="--",
-                     label="posterior")
-        for st, en in (r.windows if r.windows is not None else []):
+                     label="GMM posterior")
+        for st, en in (r.raw_windows if r.raw_windows is not None else []):
             ax.axvspan(st, en, color="tab:green", alpha=0.25)
-        for k, (st, en, _) in enumerate(result.windows[i][result.valid[i]]):
+        predicted = result.windows[i][result.valid[i]]
+        for k, (st, en, _) in enumerate(predicted):
             ax.axvspan(st, en, ymin=0.0, ymax=0.08 if k else 0.16, color="tab:orange",
                        alpha=0.9 if k == 0 else 0.5)
         ax.set_xlim(0, max(n, 1))
-        ax.set_xlabel("seconds")
+        ax.set_xlabel("time (s)")
         ax.set_title(f"{title}  qid={r.qid}: {r.query}", fontsize=9)
-        fig.legend(loc="upper right", fontsize=7)
-        fig.tight_layout()
+        handles = [*ax.get_lines(), *ax2.get_lines(),
+                   Patch(color="tab:green", alpha=0.25, label="ground truth"),
+                   Patch(color="tab:orange", alpha=0.9, label="prediction 1 (tall bar)"),
+                   Patch(color="tab:orange", alpha=0.5, label=f"predictions 2-{len(predicted)}")]
+        # Below the axes, never over the curves.
+        fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=7,
+                   frameon=False)
+        fig.tight_layout(rect=(0, 0.08, 1, 1))
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=110)
         plt.close(fig)

@@ -305,7 +305,8 @@ def run_localization(config: ml_collections.ConfigDict, *, annotations: str | os
       print_report: print the metrics table and the final JSON line.
 
     Returns:
-      {"system", "metrics" (None on blind sets), "timings", "result" (LocalizeResult)}.
+      {"system", "metrics" (None on blind sets), "timings", "result" (LocalizeResult),
+       "plots" (paths of the figures written)}.
     """
     start = time.perf_counter()
     if split is None:
@@ -331,11 +332,13 @@ def run_localization(config: ml_collections.ConfigDict, *, annotations: str | os
     if timings:
         atomic_write_text(timings, json.dumps({k: round(v, 4) for k, v in times.items()}) + "\n")
 
+    plots = []
     if plot_qids:
         from amr_jax.eval import diagnostics  # matplotlib only when figures are asked for
 
         folder = Path(plot_dir) if plot_dir else Path(output).with_name(Path(output).stem + "_plots")
-        diagnostics.plot_queries(split.records, result, plot_qids, folder, title=config.system)
+        plots = diagnostics.plot_queries(split.records, result, plot_qids, folder,
+                                         title=config.system)
 
     metrics = None
     if is_annotated(split.records):
@@ -346,7 +349,8 @@ def run_localization(config: ml_collections.ConfigDict, *, annotations: str | os
 
             print(report_text(config.system, metrics))
             print(summary_json_line(metrics), flush=True)
-    return {"system": config.system, "metrics": metrics, "timings": times, "result": result}
+    return {"system": config.system, "metrics": metrics, "timings": times, "result": result,
+            "plots": plots}
 
 
 def _first_rows(arrays: SplitArrays) -> SplitArrays:

@@ -32,11 +32,18 @@ def trainable_queries(split: Split, data_config: ml_collections.ConfigDict) -> n
     Queries left without any (a window entirely past the features) are
     skipped with a warning naming them.
     """
-    keep, skipped = [], []
+    keep, skipped, clipped_away = [], [], []
     for i, r in enumerate(split.records):
         windows = training_windows(r, len(split.audio[r.vid]), max_frames=data_config.max_frames,
                                    clip_length=data_config.clip_length)
         (keep if len(windows) else skipped).append(i)
+        if r.raw_windows is not None and 0 < len(windows) < len(r.raw_windows):
+            clipped_away.append(i)
+    if clipped_away:
+        # Only here does clipping matter: the scorer always reads the raw windows.
+        logging.warning("%s: %d queries lose windows that are empty after clipping to the audio "
+                        "context (trained on the rest): %s", split.annotations, len(clipped_away),
+                        ", ".join(repr(split.records[i].qid) for i in clipped_away[:10]))
     if skipped:
         logging.warning("%s: skipping %d queries with no window inside the audio: %s",
                         split.annotations, len(skipped),

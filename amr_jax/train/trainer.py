@@ -30,6 +30,7 @@ from amr_jax.data.records import is_annotated
 from amr_jax.detr.criterion import SetCriterion, build_criterion
 from amr_jax.detr.inputs import DetrInputs, DetrTargets
 from amr_jax.detr.postprocess import postprocess
+from amr_jax.errors import AmrError
 from amr_jax.eval import metrics as metrics_lib
 from amr_jax.io_utils import atomic_write_text
 from amr_jax.train import pipeline
@@ -42,8 +43,10 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(AmrError, FloatingPointError):
     """Raised when a training step produces a NaN or infinite loss."""
+
+    hint = "lower the learning rate or check the batch's features; the run resumes from the last checkpoint"
 
 
 def build_qd_detr(model_config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> nnx.Module:
@@ -184,7 +187,9 @@ def _check_finite(loss, step: int) -> None:
         raise NonFiniteLossError(f"non-finite training loss {value} at step {step}")
 
 
-def _fmt_duration(seconds: float) -> str:
+def _fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
     seconds = int(round(seconds))
     return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
@@ -257,7 +262,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         window.append(metrics)
         epoch_metrics.append(metrics)
         steps_window += 1
-        if step % config.train.log_every_steps == 0:
+        if step == step_start + 1:
+            # The first step of a process includes XLA compilation; rates and ETAs that
+            # counted it would overstate the remaining time many times over.
+            jax.block_until_ready(pending)
+            logging.info("first step (with compilation) took %s",
+                         _fmt_duration(time.perf_counter() - t_start))
+            t_window = t_start = time.perf_counter()
+            steps_window, step_start = 0, step
+        if step % config.train.log_every_steps == 0 and steps_window:
             _check_finite(pending, step)
             elapsed = time.perf_counter() - t_window
             rate = steps_window / elapsed
@@ -298,13 +311,15 @@ def _end_epoch(config, programs: Programs, state: TrainState, val_split: Split |
                epoch: int, step: int, elapsed: float, steps_done: int, total_steps: int) -> dict:
     """Logs the epoch, evaluates, saves the best parameters; returns the epoch record."""
     train = _mean_metrics(epoch_metrics)
-    rate = steps_done / max(elapsed, 1e-9)
+    # Steps after the compiling first one; None until one has run.
+    rate = steps_done / max(elapsed, 1e-9) if steps_done > 0 else None
     record = {"epoch": epoch, "step": step, "train": train, "steps_per_s": rate,
-              "eta_s": (total_steps - step) / rate}
+              "eta_s": (total_steps - step) / rate if rate else None}
     logging.info("epoch %d/%d done | loss %.4f (span %.4f giou %.4f label %.4f saliency %.4f) | "
-                 "%.2f steps/s | elapsed %s | ETA %s", epoch, config.train.num_epochs,
+                 "%s steps/s | elapsed %s | ETA %s", epoch, config.train.num_epochs,
                  train["loss"], train.get("span", np.nan), train.get("giou", np.nan),
-                 train.get("label", np.nan), train.get("saliency", np.nan), rate,
+                 train.get("label", np.nan), train.get("saliency", np.nan),
+                 "?" if rate is None else f"{rate:.2f}",
                  _fmt_duration(elapsed), _fmt_duration(record["eta_s"]))
     if val_split is not None and epoch % config.train.eval_every_epochs == 0:
         t0 = time.perf_counter()
