@@ -161,17 +161,26 @@ def plot_queries(records: Sequence[QueryRecord], result, qids: Sequence[str],
         n = int(result.mask[i].sum())
         t = np.arange(n) + 0.5  # frame i covers [i, i+1): draw it at its centre
         fig, ax = plt.subplots(figsize=(10, 3.6))
-        ax.plot(t, result.curves[i, :n], lw=0.8, color="0.55", label="relevance (raw)")
+        raw = np.asarray(result.curves[i, :n])
+        ax.plot(t, raw, lw=0.8, color="0.55", label="relevance (raw)")
         ax.set_ylabel("relevance (raw)", color="0.35")
-        # The localizer's curve lives on another scale (standardized / contrast): own axis.
+        # Leave the bottom fifth of the axes to the prediction bars.
+        low, high = (float(raw.min()), float(raw.max())) if n else (0.0, 1.0)
+        ax.set_ylim(low - 0.3 * (high - low + 1e-9), high + 0.05 * (high - low + 1e-9))
+        # The localizer's curve is on another scale (standardized / contrast): min-max
+        # normalize it so it is visible beside the posterior, on its own axis.
+        curve = np.asarray(result.details.curve)[i, :n]
+        spread = float(curve.max(initial=0.0) - curve.min(initial=0.0))
+        normalized = (curve - curve.min(initial=0.0)) / spread if spread > 0 else curve * 0.0
         ax2 = ax.twinx()
-        ax2.plot(t, np.asarray(result.details.curve)[i, :n], lw=1.4, color="tab:blue",
-                 label="localizer curve (smoothed)")
-        ax2.set_ylabel("localizer curve", color="tab:blue")
+        ax2.plot(t, normalized, lw=1.4, color="tab:blue", label="localizer curve (smoothed, min-max)")
         posterior = getattr(result.details, "posterior", None)
         if posterior is not None:
             ax2.plot(t, np.asarray(posterior)[i, :n], lw=1.0, color="tab:purple", ls="--",
                      label="GMM posterior")
+        ax2.set_ylim(-0.3, 1.05)
+        ax2.set_yticks([0.0, 0.25, 0.5, 0.75, 1.0])
+        ax2.set_ylabel("min-max curve / posterior", color="tab:blue")
         for st, en in (r.raw_windows if r.raw_windows is not None else []):
             ax.axvspan(st, en, color="tab:green", alpha=0.25)
         predicted = result.windows[i][result.valid[i]]
