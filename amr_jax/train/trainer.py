@@ -247,6 +247,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
 
     window, pending, t_window, steps_window = [], None, time.perf_counter(), 0
     t_start, step_start = time.perf_counter(), step
+    compiled = False  # rates count steps after the first (compiling) one of this process
     epoch_metrics: list[dict] = []
     while step < stop_at:
         epoch, index = divmod(step, spe)
@@ -262,14 +263,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         window.append(metrics)
         epoch_metrics.append(metrics)
         steps_window += 1
-        if step == step_start + 1:
+        if not compiled:
             # The first step of a process includes XLA compilation; rates and ETAs that
             # counted it would overstate the remaining time many times over.
             jax.block_until_ready(pending)
             logging.info("first step (with compilation) took %s",
                          _fmt_duration(time.perf_counter() - t_start))
             t_window = t_start = time.perf_counter()
-            steps_window, step_start = 0, step
+            steps_window, step_start, compiled = 0, step, True
         if step % config.train.log_every_steps == 0 and steps_window:
             _check_finite(pending, step)
             elapsed = time.perf_counter() - t_window
