@@ -301,3 +301,67 @@ def test_converted_workdir_predicts_with_the_binaries(tmp_path, synthetic_castel
     assert got.keys() == expected.keys()
     for path in got:
         np.testing.assert_array_equal(got[path], expected[path], err_msg=str(path))
+
+
+@pytest.mark.skipif(not os.environ.get("LIGHTHOUSE_SRC"),
+                    reason="set LIGHTHOUSE_SRC to a line/lighthouse checkout to compare outputs")
+def test_converted_model_equals_the_lighthouse_module():
+    """Output parity with the real reference module (a local lighthouse checkout, not vendored)."""
+    import jax
+
+    from amr_jax.detr.inputs import DetrInputs
+
+    src = os.environ["LIGHTHOUSE_SRC"]
+    package = types.ModuleType("lighthouse")  # skip lighthouse/__init__ (inference API imports)
+    package.__path__ = [os.path.join(src, "lighthouse")]
+    saved = dict(sys.modules)
+    sys.modules["lighthouse"] = package
+    sys.path.insert(0, src)
+    try:
+        from lighthouse.common import qd_detr as lh
+
+        class Args(dict):
+            __getattr__ = dict.__getitem__
+
+        args = Args(device="cpu", hidden_dim=256, dropout=0.1, nheads=8, dim_feedforward=1024,
+                    enc_layers=2, dec_layers=2, pre_norm=False, position_embedding="sine",
+                    max_q_l=32, input_dropout=0.5, t_feat_dim=768, v_feat_dim=2, a_feat_dim=768,
+                    aux_loss=True, num_queries=10, span_loss_type="l1", n_input_proj=2,
+                    set_cost_span=10, set_cost_giou=1, set_cost_class=4, span_loss_coef=10,
+                    giou_loss_coef=1, label_loss_coef=4, lw_saliency=1, eos_coef=0.1,
+                    saliency_margin=0.2, max_v_l=75)
+        torch.manual_seed(0)
+        ref = lh.build_model(args)[0].eval()
+    finally:
+        sys.path.remove(src)
+        sys.modules.clear()
+        sys.modules.update(saved)
+    with torch.no_grad():
+        for p in ref.parameters():
+            if p.dim() == 1:
+                p.add_(0.1 * torch.randn_like(p))
+    cfg = qd.default_model_config()
+    cfg.t2v_reference_mask = True  # the reference's batch-mixing mask
+    ours = qd.QDDETR(cfg, rngs=nnx.Rngs(1))
+    convert.load_state_dict_into(ours, convert.torch_state_dict_to_numpy(ref.state_dict()), cfg,
+                                 "lighthouse")
+    rng = np.random.default_rng(0)
+    alen, tlen = np.array([30, 22, 9, 17]), np.array([12, 5, 8, 3])
+    am, tm = np.arange(30)[None] < alen[:, None], np.arange(12)[None] < tlen[:, None]
+    aud = rng.normal(size=(4, 30, 768)).astype(np.float32) * am[..., None]
+    txt = rng.normal(size=(4, 12, 768)).astype(np.float32) * tm[..., None]
+    tef = np.zeros((4, 30, 2), np.float32)
+    for b, c in enumerate(alen):
+        tef[b, :c] = np.stack([np.arange(c) / c, np.arange(c) / c + 1 / c], 1)
+    with torch.no_grad():
+        expected = ref(torch.tensor(txt), torch.tensor(tm).float(), torch.tensor(tef),
+                       torch.tensor(am).float(), torch.tensor(aud), torch.tensor(am).float())
+    inputs = DetrInputs(audio=np.concatenate([tef, aud], -1), audio_mask=am, text=txt,
+                        text_mask=tm)
+    with jax.default_matmul_precision("highest"):
+        got = ours(inputs, deterministic=True, negatives=True)
+    for key in ("pred_logits", "pred_spans"):
+        np.testing.assert_allclose(got[key], expected[key].numpy(), atol=2e-5)
+    for key in ("saliency_scores", "saliency_scores_neg"):
+        np.testing.assert_allclose(np.where(am, got[key], 0), np.where(am, expected[key].numpy(), 0),
+                                   atol=2e-5)
