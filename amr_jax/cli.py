@@ -40,9 +40,8 @@ EXIT_MISSING_FILE = 8
 
 def _exit_code(error: BaseException) -> int:
     # Imported here: the classes live beside the code that raises them.
-    from amr_jax.clap.convert import ConversionError
     from amr_jax.data.errors import AnnotationError, FeatureError
-    from amr_jax.errors import ConfigError, UsageError
+    from amr_jax.errors import ConfigError, ConversionError, UsageError
 
     table = ((UsageError, EXIT_USAGE), (ConfigError, EXIT_CONFIG), (AnnotationError, EXIT_ANNOTATION),
              (FeatureError, EXIT_FEATURE), (ConversionError, EXIT_CONVERSION))

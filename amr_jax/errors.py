@@ -25,3 +25,10 @@ class ConfigError(AmrError, ValueError):
 
 class UsageError(AmrError, ValueError):
     """A flag value that does not fit the data (e.g. a qid that is not in the split)."""
+
+
+class ConversionError(AmrError, ValueError):
+    """A checkpoint that does not match a converter's name table (names file and weight)."""
+
+    hint = ("pass the checkpoint the converter expects; its name table is in "
+            "amr_jax/clap/convert.py (MS-CLAP) or amr_jax/detr/convert.py (QD-DETR)")

@@ -2,10 +2,12 @@ r"""Diagnostics of the training-free systems on an annotated split.
 
   python -m experiments.diagnose --config=experiments/configs/localize.py:gmm_contrast \
     --annotations=ANN.jsonl --audio_feats=FEATS/clap --text_feats=FEATS/clap_text \
-    --clap=CONVERTED_DIR --neutral_feats=DIR [--output=DIAG.json]
+    --clap=CONVERTED_DIR --neutral_feats=DIR [--output=DIAG.json] [--detr_workdir=DIR]
 
 Prints the matched-vs-mismatched win rate and rank-AUC of frame relevance for the backbone
-and the joint space, and the mean IoU of the top GMM window by separation Delta.
+and the joint space, and the mean IoU of the top GMM window by separation Delta; with
+--detr_workdir (a train_detr or convert_detr workdir) also the QD-DETR's mean IoU of its
+top window on the same queries, per Delta bin (the report's Table III).
 """
 
 from absl import flags
@@ -22,6 +24,8 @@ _TEXT = flags.DEFINE_string("text_feats", None, "Folder of qid<qid>.npz.", requi
 _CLAP = flags.DEFINE_string("clap", None, "Converted MS-CLAP folder.", required=True)
 _NEUTRAL = flags.DEFINE_string("neutral_feats", None, "Neutral-prompt text features.")
 _OUTPUT = flags.DEFINE_string("output", None, "Optional JSON output.")
+_DETR = flags.DEFINE_string("detr_workdir", None,
+                            "Optional QD-DETR workdir: adds its mean IoU per Delta bin.")
 
 
 def main(argv):
@@ -29,7 +33,7 @@ def main(argv):
     diagnostics.run_diagnostics(_CONFIG.value, annotations=_ANNOTATIONS.value,
                                 audio_feats=_AUDIO.value, text_feats=_TEXT.value,
                                 clap_dir=_CLAP.value, neutral_feats=_NEUTRAL.value,
-                                output=_OUTPUT.value)
+                                output=_OUTPUT.value, detr_workdir=_DETR.value)
     cli.log_outputs({"diagnostics": _OUTPUT.value})
 
 

@@ -5,7 +5,8 @@
   carries no query-specific signal.
 * rank-AUC: per query, the probability that a frame inside a ground-truth window scores above
   a frame outside (ties count half), averaged over queries that have both kinds of frames.
-* mean IoU of the top window by GMM separation `Delta = |mu_rel - mu_bg|` (Low / Mid / High).
+* mean IoU of the top window by GMM separation `Delta = |mu_rel - mu_bg|` (Low / Mid / High),
+  optionally next to a trained QD-DETR's mean IoU on the same queries (report Table III).
 * figures: relevance curves with ground truth and predicted windows (PNG per qid).
 
 Frame `i` covers `[i, i + 1)` s and counts as inside a window `[st, en]` when its centre
@@ -121,10 +122,14 @@ def format_diagnostics(result: dict) -> str:
         d = result[space]
         lines.append(f"{space:<9}  {d['win_rate']:>8.3f}  {d['mean_peak_matched']:>12.4f}  "
                      f"{d['mean_peak_mismatched']:>15.4f}  {d['rank_auc']:>8.3f}  ({d['auc_queries']})")
+    detr = "detr_workdir" in result
     lines += ["", f"mean IoU of the top window by GMM separation ({result['gmm_system']})",
-              f"{'Delta bin':<24}  {'n':>6}  {'mean IoU':>8}"]
+              f"{'Delta bin':<24}  {'n':>6}  {'mean IoU':>8}" + ("  DETR IoU" if detr else "")]
     for row in result["iou_by_delta"]:
-        lines.append(f"{row['bin']:<24}  {row['n']:>6}  {row['mean_iou']:>8.3f}")
+        lines.append(f"{row['bin']:<24}  {row['n']:>6}  {row['mean_iou']:>8.3f}"
+                     + (f"  {row['detr_mean_iou']:>8.3f}" if detr else ""))
+    if detr:
+        lines.append(f"DETR: {result['detr_workdir']}")
     return "\n".join(lines)
 
 
@@ -210,7 +215,8 @@ def plot_queries(records: Sequence[QueryRecord], result, qids: Sequence[str],
 def run_diagnostics(config: ml_collections.ConfigDict, *, annotations: str | os.PathLike,
                     audio_feats: str | os.PathLike, text_feats: str | os.PathLike,
                     clap_dir: str | os.PathLike, neutral_feats: str | os.PathLike | None = None,
-                    output: str | os.PathLike | None = None) -> dict:
+                    output: str | os.PathLike | None = None,
+                    detr_workdir: str | os.PathLike | None = None) -> dict:
     """Backbone and joint-space win rate and rank-AUC, and the GMM IoU-by-Delta table.
 
     Args:
@@ -220,9 +226,12 @@ def run_diagnostics(config: ml_collections.ConfigDict, *, annotations: str | os.
       clap_dir: converted MS-CLAP folder.
       neutral_feats: neutral-prompt text features (for gmm_contrast).
       output: optional JSON path for the result.
+      detr_workdir: optional trained (or converted) QD-DETR workdir; its top-1 window
+        IoU is averaged over the same Delta bins (`detr_mean_iou` in each row).
 
     Returns:
-      {"backbone": {...}, "joint": {...}, "iou_by_delta": [...], "gmm_system": str}.
+      {"backbone": {...}, "joint": {...}, "iou_by_delta": [...], "gmm_system": str,
+       and "detr_workdir" when given}.
     """
     from amr_jax.data.loader import load_split
     from amr_jax.data.records import is_annotated
@@ -272,6 +281,15 @@ def run_diagnostics(config: ml_collections.ConfigDict, *, annotations: str | os.
     delta = np.abs(np.asarray(loc.details.fit.means)[:, 1] - np.asarray(loc.details.fit.means)[:, 0])
     iou = top1_iou(loc.windows, loc.valid, split.records)
     result["iou_by_delta"] = iou_by_delta(delta, iou, config.diagnostics.delta_edges)
+    if detr_workdir:
+        from amr_jax.train.predict import predict_split
+
+        detr_windows, detr_valid = predict_split(detr_workdir, split)
+        detr_rows = iou_by_delta(delta, top1_iou(detr_windows, detr_valid, split.records),
+                                 config.diagnostics.delta_edges)
+        for row, detr_row in zip(result["iou_by_delta"], detr_rows):
+            row["detr_mean_iou"] = detr_row["mean_iou"]
+        result["detr_workdir"] = str(detr_workdir)
     print(format_diagnostics(result), flush=True)
     if output:
         atomic_write_text(output, json.dumps(result, indent=2) + "\n")

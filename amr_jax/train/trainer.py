@@ -29,6 +29,7 @@ from amr_jax.data.loader import Split, load_split
 from amr_jax.data.records import is_annotated
 from amr_jax.detr.criterion import SetCriterion, build_criterion
 from amr_jax.detr.inputs import DetrInputs, DetrTargets
+from amr_jax.detr.layout import resolve_run_config
 from amr_jax.detr.postprocess import postprocess
 from amr_jax.errors import AmrError
 from amr_jax.eval import metrics as metrics_lib
@@ -76,6 +77,11 @@ def load_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not a training workdir (no {CONFIG_FILE})")
     config = ml_collections.ConfigDict(json.loads(path.read_text()))
+    if "layout" not in config.data:
+        # Workdirs written before input layouts existed were trained on the
+        # lighthouse row ([tef ‖ audio], normalized text cut to max_tokens).
+        logging.warning("%s has no data.layout: reading it as the lighthouse layout", path)
+        config.data.layout = "lighthouse"
     config.lock()
     return config
 
@@ -127,16 +133,18 @@ class Programs:
         return jax.device_put(tree, self.sharded)
 
     def predict_split(self, params, split: Split, data_config: ml_collections.ConfigDict, *,
-                      batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+                      batch_size: int, pad_last: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Windows [N, K, 3] and valid [N, K] for every query of `split`, in file order.
 
         `batch_size` is rounded up to a multiple of the device count (padding
-        rows are discarded).
+        rows are discarded). `pad_last=False` runs the last batch partial (needs a
+        one-device mesh unless it divides evenly).
         """
         batch_size = -(-batch_size // self.mesh.size) * self.mesh.size
         windows, valid = [], []
         for inputs, batch, num_valid in pipeline.eval_batches(split, data_config,
-                                                              batch_size=batch_size):
+                                                              batch_size=batch_size,
+                                                              pad_last=pad_last):
             w, v = self.predict_step(params, self.rest, self.shard(inputs),
                                      self.shard(jnp.asarray(batch.duration)))
             w, v = jax.device_get((w, v))
@@ -222,6 +230,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                                  num_workers=data.num_workers) if data.val_annotations else None)
     if val_split is not None and not is_annotated(val_split.records):
         raise ValueError(f"{data.val_annotations}: the validation split has no windows")
+    # Fixed text pad length over train + val and the layout's best metric.
+    config = resolve_run_config(config, [s for s in (train_split, val_split) if s is not None])
+    data = config.data
+    logging.info("input layout %s: text padded to %d tokens; best epoch by val %s",
+                 data.layout, data.max_tokens, config.train.best_metric)
 
     mesh = data_mesh(devices)
     batch_size = config.train.batch_size
