@@ -197,8 +197,8 @@ def _fake_easydict_module():
 
 def save_reference_checkpoint(path, state_dict, *, opt=None, device_tag=None):
     """torch.save like the reference trainer, optionally with an `opt` EasyDict and storages
-    re-tagged `device_tag` (as files written on a GPU are)."""
-    model = {k: torch.from_numpy(v) for k, v in state_dict.items()}
+    re-tagged `device_tag` (as files written on a GPU are). Values: numpy arrays or tensors."""
+    model = {k: torch.as_tensor(v) for k, v in state_dict.items()}
     ckpt = {"model": model, "optimizer": {"state": {}, "param_groups": [{"lr": 1e-4}]},
             "lr_scheduler": {"step_size": 400}, "epoch": 7}
     saved = dict(sys.modules)
@@ -303,15 +303,9 @@ def test_converted_workdir_predicts_with_the_binaries(tmp_path, synthetic_castel
         np.testing.assert_array_equal(got[path], expected[path], err_msg=str(path))
 
 
-@pytest.mark.skipif(not os.environ.get("LIGHTHOUSE_SRC"),
-                    reason="set LIGHTHOUSE_SRC to a line/lighthouse checkout to compare outputs")
-def test_converted_model_equals_the_lighthouse_module():
-    """Output parity with the real reference module (a local lighthouse checkout, not vendored)."""
-    import jax
-
-    from amr_jax.detr.inputs import DetrInputs
-
-    src = os.environ["LIGHTHOUSE_SRC"]
+def build_lighthouse_qd_detr(src):
+    """The reference QDDETR for audio, built (torch seed 0) by `build_model` of the
+    lighthouse checkout at `src` (imported without lighthouse/__init__, not vendored)."""
     package = types.ModuleType("lighthouse")  # skip lighthouse/__init__ (inference API imports)
     package.__path__ = [os.path.join(src, "lighthouse")]
     saved = dict(sys.modules)
@@ -331,11 +325,22 @@ def test_converted_model_equals_the_lighthouse_module():
                     giou_loss_coef=1, label_loss_coef=4, lw_saliency=1, eos_coef=0.1,
                     saliency_margin=0.2, max_v_l=75)
         torch.manual_seed(0)
-        ref = lh.build_model(args)[0].eval()
+        return lh.build_model(args)[0].eval()
     finally:
         sys.path.remove(src)
         sys.modules.clear()
         sys.modules.update(saved)
+
+
+@pytest.mark.skipif(not os.environ.get("LIGHTHOUSE_SRC"),
+                    reason="set LIGHTHOUSE_SRC to a line/lighthouse checkout to compare outputs")
+def test_converted_model_equals_the_lighthouse_module():
+    """Output parity with the real reference module (a local lighthouse checkout, not vendored)."""
+    import jax
+
+    from amr_jax.detr.inputs import DetrInputs
+
+    ref = build_lighthouse_qd_detr(os.environ["LIGHTHOUSE_SRC"])
     with torch.no_grad():
         for p in ref.parameters():
             if p.dim() == 1:
