@@ -11,3 +11,7 @@ class AnnotationError(DataError):
 
 class FeatureError(DataError):
     """Invalid or missing feature file."""
+
+
+class ModelFileError(DataError):
+    """Missing or incomplete model files (converted weights, tokenizer); says what to pass."""
