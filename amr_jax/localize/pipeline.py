@@ -157,21 +157,23 @@ def embed_split(config: ml_collections.ConfigDict, arrays: SplitArrays, *,
     from amr_jax.clap.text_route import require_tokenizer
 
     clap = convert.load_converted(clap_dir).to_model()
-    audio = _project_packed(embed.project_audio, clap, arrays.audio, arrays.audio_mask,
-                            chunk_size=config.embed_chunk, progress=config.progress)
+    # Every missing piece of the raw-text route is reported before any heavy work.
     tokenizer = None
     if query_route == "text":
         tokenizer = require_tokenizer(clap, clap_dir=clap_dir, tokenizer_dir=tokenizer_dir,
                                       needed_for="--query_route=text")
+    neutral = None
+    if config.relevance == "contrast":
+        neutral = neutral_direction(config, clap, clap_dir=clap_dir, neutral_feats=neutral_feats,
+                                    tokenizer_dir=tokenizer_dir, tokenizer=tokenizer)
+    if query_route == "text":
         queries = embed.embed_query_from_text(clap, tokenizer, arrays.query_text,
                                               progress=config.progress)
         logging.info("%d queries embedded from their raw text through GPT-2", len(queries))
     else:
         queries = embed.embed_query_from_features(clap, arrays.text, arrays.text_mask)
-    neutral = None
-    if config.relevance == "contrast":
-        neutral = neutral_direction(config, clap, clap_dir=clap_dir, neutral_feats=neutral_feats,
-                                    tokenizer_dir=tokenizer_dir, tokenizer=tokenizer)
+    audio = _project_packed(embed.project_audio, clap, arrays.audio, arrays.audio_mask,
+                            chunk_size=config.embed_chunk, progress=config.progress)
     return Embedded(audio=audio, queries=queries, neutral=neutral)
 
 

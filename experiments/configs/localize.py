@@ -2,7 +2,8 @@ r"""Training-free localization systems (JointProj FWHM peaks, background-contras
 
   python -m experiments.localize --config=experiments/configs/localize.py:SYSTEM \
     --annotations=ANN.jsonl --audio_feats=FEATS/clap --text_feats=FEATS/clap_text \
-    --clap=CONVERTED_DIR [--neutral_feats=DIR] --output=PRED.jsonl [--timings=T.json]
+    --clap=CONVERTED_DIR [--neutral_feats=DIR | --tokenizer_dir=DIR] [--query_route=text] \
+    --output=PRED.jsonl [--timings=T.json]
 
 SYSTEM is one of
   backbone_cosine  cosine of raw 768-d audio rows with the end-of-text row, then FWHM (as s1);
@@ -10,7 +11,8 @@ SYSTEM is one of
   jointproj_s2     smooth_k=7;
   jointproj_s3     rel_height=0.45;
   gmm_simple       joint-space trace, Gaussian smoothing, two-component GMM posterior runs;
-  gmm_contrast     as gmm_simple on s_t - <a_t, n> (needs --neutral_feats).
+  gmm_contrast     as gmm_simple on s_t - <a_t, n> (needs --neutral_feats, or GPT-2 in the
+                   --clap folder and --tokenizer_dir).
 Append ",runlocal" (e.g. `localize.py:gmm_contrast,runlocal`) for a quick run: fewer EM
 initializations and iterations and no progress bars.
 
@@ -21,7 +23,7 @@ dataset preset sets `o`:
   ",clotho"                  o = -0.5: Clotho-Moment features are centre-cut (`T = duration + 1`,
                                       frame i centred on second i), e.g.
                                       `localize.py:gmm_contrast,clotho` (`,clotho,runlocal` works).
-Any other split: `--config.frame_offset_s=-0.5`. The FWHM windows are then
+Any other centre-cut split: `--config.frame_offset_s=-0.5`. The FWHM windows are then
 `[round(left_ips + 0.5 + o), round(right_ips + 0.5 + o)]` and a GMM run of frames `a..b-1` is
 `[a + o, b + o]` (both clipped to `[0, duration]`, at least 1 s). When most recordings' lengths
 suggest the other convention (`T = duration + 1` with o = 0, or `T = duration` with o = -0.5),
