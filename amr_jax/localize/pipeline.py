@@ -436,15 +436,6 @@ def check_timing(split: Split, frame_offset_s: float) -> str | None:
         frame_offset_s=frame_offset_s)
 
 
-def _first_rows(arrays: SplitArrays) -> SplitArrays:
-    """A one-recording, one-query view (for embedding what does not depend on the split)."""
-    return SplitArrays(audio=arrays.audio[:1], audio_mask=arrays.audio_mask[:1],
-                       text=arrays.text[:1], text_mask=arrays.text_mask[:1],
-                       query_recording=np.zeros(1, np.int32), query_slot=np.zeros(1, np.int32),
-                       slot_query=np.zeros((1, 1), np.int32), duration=arrays.duration[:1],
-                       query_text=arrays.query_text[:1])
-
-
 def run_all_systems(configs: Sequence[ml_collections.ConfigDict], *,
                     annotations: str | os.PathLike, audio_feats: str | os.PathLike,
                     text_feats: str | os.PathLike, output_dir: str | os.PathLike,
@@ -487,8 +478,12 @@ def run_all_systems(configs: Sequence[ml_collections.ConfigDict], *,
                 joint = embed_split(config, arrays, **routes)
             embedded = joint
             if config.relevance == "contrast" and joint.neutral is None:
-                embedded = joint = dataclasses.replace(
-                    joint, neutral=embed_split(config, _first_rows(arrays), **routes).neutral)
+                from amr_jax.clap import convert
+
+                clap = convert.load_converted(clap_dir).to_model()
+                embedded = joint = dataclasses.replace(joint, neutral=neutral_direction(
+                    config, clap, clap_dir=clap_dir, neutral_feats=neutral_feats,
+                    tokenizer_dir=tokenizer_dir))
         out = run_localization(config, annotations=annotations, audio_feats=audio_feats,
                                text_feats=text_feats, split=split, print_report=False, **routes,
                                arrays=arrays if same_shapes else None, embedded=embedded,
