@@ -10,8 +10,9 @@ Load with `amr_jax.clap.convert.load_converted(DIR)`.
 
 import json
 
-from absl import app, flags
+from absl import flags
 
+from amr_jax import cli
 from amr_jax.clap.convert import DEFAULT_GPT2_HEADS, convert_and_save
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "MS-CLAP .pth/.pt or .npz.", required=True)
@@ -33,7 +34,8 @@ def main(argv):
     print(json.dumps({k: report[k] for k in ("source", "source_sha256", "audio_head",
                                               "caption_head", "gpt2_config")}))
     print(f"converted {len(report['converted'])} tensors, ignored {len(report['ignored'])}")
+    cli.log_outputs({"converted MS-CLAP": _OUTPUT.value})
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

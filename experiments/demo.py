@@ -3,8 +3,9 @@
   python -m experiments.demo --workdir=runs/demo [--num_recordings=60] [--detr_epochs=3]
 """
 
-from absl import app, flags
+from absl import flags
 
+from amr_jax import cli
 from amr_jax.demo import run_demo
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "Output folder (data, predictions, runs).")
@@ -18,4 +19,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

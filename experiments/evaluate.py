@@ -6,8 +6,9 @@ Prints a table, every IoU threshold and a per-window-length breakdown, then as
 its last stdout line one JSON object with R1@0.5, R1@0.7, mAP, mAP@0.5, mAP@0.75.
 """
 
-from absl import app, flags
+from absl import flags
 
+from amr_jax import cli
 from amr_jax.eval.report import evaluate_files
 
 _GT = flags.DEFINE_string("gt", None, "Ground-truth annotation jsonl.", required=True)
@@ -19,7 +20,8 @@ _OUTPUT = flags.DEFINE_string("output", None, "Optional path for the full metric
 def main(argv):
     del argv
     evaluate_files(_GT.value, _PRED.value, _OUTPUT.value)
+    cli.log_outputs({"metrics": _OUTPUT.value})
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

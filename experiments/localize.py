@@ -20,9 +20,12 @@ audio" through GPT-2 with the tokenizer of --tokenizer_dir (vocab.json + merges.
 end-of-text row (joint-space systems).
 """
 
+import os
+
 from absl import app, flags
 from ml_collections import config_flags
 
+from amr_jax import cli
 from amr_jax.localize import pipeline
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiments/configs/localize.py:SYSTEM")
@@ -51,20 +54,26 @@ def main(argv):
         from experiments.configs import localize as localize_configs
 
         configs = localize_configs.all_system_configs(_CONFIG.value)
-        pipeline.run_all_systems(configs, annotations=_ANNOTATIONS.value, audio_feats=_AUDIO.value,
-                                 text_feats=_TEXT.value, output_dir=_OUTPUT.value,
-                                 clap_dir=_CLAP.value, neutral_feats=_NEUTRAL.value,
-                                 tokenizer_dir=_TOKENIZER.value, query_route=_QUERY_ROUTE.value)
+        rows = pipeline.run_all_systems(configs, annotations=_ANNOTATIONS.value,
+                                        audio_feats=_AUDIO.value, text_feats=_TEXT.value,
+                                        output_dir=_OUTPUT.value, clap_dir=_CLAP.value,
+                                        neutral_feats=_NEUTRAL.value,
+                                        tokenizer_dir=_TOKENIZER.value,
+                                        query_route=_QUERY_ROUTE.value)
+        cli.log_outputs({"predictions": [os.path.join(_OUTPUT.value, f"{s}.jsonl") for s in rows],
+                         "timings": os.path.join(_OUTPUT.value, "timings.json")})
         return
     if _CONFIG.value is None:
         raise app.UsageError("--config=experiments/configs/localize.py:SYSTEM is required")
-    pipeline.run_localization(_CONFIG.value, annotations=_ANNOTATIONS.value,
+    out = pipeline.run_localization(_CONFIG.value, annotations=_ANNOTATIONS.value,
                               audio_feats=_AUDIO.value, text_feats=_TEXT.value,
                               output=_OUTPUT.value, clap_dir=_CLAP.value,
                               neutral_feats=_NEUTRAL.value, tokenizer_dir=_TOKENIZER.value,
                               query_route=_QUERY_ROUTE.value, timings=_TIMINGS.value,
                               plot_qids=_PLOT_QIDS.value, plot_dir=_PLOT_DIR.value)
+    cli.log_outputs({"predictions": _OUTPUT.value, "timings": _TIMINGS.value,
+                     "figures": out["plots"]})
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -9,8 +9,9 @@ features and weights are always synthetic (see amr_jax/data/synthetic.py).
 
 import json
 
-from absl import app, flags
+from absl import flags
 
+from amr_jax import cli
 from amr_jax.data.synthetic import generate_split
 
 _PRESET = flags.DEFINE_enum("preset", "castella", ["castella", "clotho_moment"], "Dataset structure.")
@@ -27,7 +28,8 @@ def main(argv):
                              world_seed=_WORLD_SEED.value, annotations=_ANNOTATIONS.value,
                              num_recordings=_NUM_RECORDINGS.value)
     print(json.dumps(summary))
+    cli.log_outputs({"synthetic split": _OUTPUT.value})
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

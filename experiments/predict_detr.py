@@ -6,10 +6,17 @@
 Writes DCASE jsonl predictions [[start_s, end_s, score], ...] (top 10, best
 first). When the annotations have windows, prints the metrics report and, as
 the last stdout line, one JSON object with R1@0.5, R1@0.7, mAP, mAP@0.5, mAP@0.75.
+
+--reproduce_reference reproduces the reference implementation's own predictions
+(e.g. of a checkpoint imported with experiments.convert_detr): its text-to-audio
+mask mixes the rows of a batch, so it also batches as the reference evaluation does
+(100 queries in file order, the last batch partial). The default masks per row, so
+a query's prediction does not depend on the other queries of its batch.
 """
 
 from absl import app, flags
 
+from amr_jax import cli
 from amr_jax.train.predict import predict_to_file
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir.", required=True)
@@ -19,13 +26,18 @@ _AUDIO = flags.DEFINE_string("audio_feats", None, "Folder of <vid>.npz audio fea
 _TEXT = flags.DEFINE_string("text_feats", None, "Folder of qid<qid>.npz text features.",
                             required=True)
 _OUTPUT = flags.DEFINE_string("output", None, "Predictions jsonl to write.", required=True)
+_REPRODUCE = flags.DEFINE_bool(
+    "reproduce_reference", False,
+    "Reference text-to-audio mask and batching (batches of 100 in file order).")
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    predict_to_file(_WORKDIR.value, _ANN.value, _AUDIO.value, _TEXT.value, _OUTPUT.value)
+    predict_to_file(_WORKDIR.value, _ANN.value, _AUDIO.value, _TEXT.value, _OUTPUT.value,
+                    reproduce_reference=_REPRODUCE.value)
+    cli.log_outputs({"predictions": _OUTPUT.value})
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

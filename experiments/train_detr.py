@@ -4,9 +4,12 @@
     --config.data.train_annotations=... (see the config docstring for every data field)
 """
 
+import os
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from amr_jax import cli
 from amr_jax.train.trainer import train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
@@ -21,7 +24,11 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.INFO)
     train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    workdir = _WORKDIR.value
+    cli.log_outputs({"checkpoints (latest, resumable)": os.path.join(workdir, "checkpoints"),
+                     "best checkpoint": os.path.join(workdir, "best"),
+                     "metrics per epoch": os.path.join(workdir, "metrics.jsonl")})
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -36,6 +36,7 @@ from flax import nnx
 
 from amr_jax.clap import gpt2 as gpt2_lib
 from amr_jax.clap.heads import ClapModel, ProjectionHead
+from amr_jax.errors import ConversionError as BaseConversionError
 from amr_jax.io_utils import atomic_write_text, quiet_checkpointing
 
 HEADS = ("audio_head", "caption_head")
@@ -59,8 +60,11 @@ PARAMS_SUBDIR = "params"
 REPORT_NAME = "clap_conversion.json"
 
 
-class ConversionError(ValueError):
-    """A checkpoint does not match the name table (message names file and weight)."""
+class ConversionError(BaseConversionError):
+    """An MS-CLAP checkpoint does not match the name table (message names file and weight)."""
+
+    hint = ("pass an MS-CLAP 2023 checkpoint (CLAP_weights_2023.pth) or the synthetic .npz; "
+            "the expected names are in amr_jax/clap/convert.py")
 
 
 # --------------------------------------------------------------------------------------

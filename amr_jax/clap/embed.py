@@ -142,7 +142,8 @@ def project_audio(
     graphdef, state = nnx.split(clap.audio_head)
     parts = _run_chunked(
         lambda x, m: _project_rows(graphdef, state, x, m),
-        (audio, mask), audio.shape[0], chunk_size, desc="project audio", progress=progress,
+        (audio, mask), audio.shape[0], chunk_size,
+        desc=f"project audio (rows of {audio.shape[1]} frames)", progress=progress,
     )
     if parts:
         out = np.concatenate(parts)
@@ -152,8 +153,8 @@ def project_audio(
     frames = int(mask.sum())
     if progress and len(parts) > 1:
         logging.info(
-            "projected %d recordings, %d valid frames in %.2f s (%.0f frames/s)",
-            audio.shape[0], frames, seconds, frames / max(seconds, 1e-9),
+            "projected %d rows of %d frames, %d valid frames in %.2f s (%.0f frames/s)",
+            audio.shape[0], audio.shape[1], frames, seconds, frames / max(seconds, 1e-9),
         )
     return out
 

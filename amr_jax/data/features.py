@@ -10,12 +10,12 @@
 from __future__ import annotations
 
 import os
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from amr_jax.data.errors import FeatureError
+from amr_jax.data.npz import NpzArchive
 
 AUDIO_KEY = "features"
 TEXT_KEY = "last_hidden_state"
@@ -32,13 +32,9 @@ def text_feature_path(text_dir: str | os.PathLike, qid: str | int) -> Path:
     return Path(text_dir) / f"qid{qid}.npz"
 
 
-def _open_npz(path: Path):
-    if not path.is_file():
-        raise FeatureError(f"{path}: feature file not found")
-    try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise FeatureError(f"{path}: not a readable .npz file ({e})") from None
+def _open_npz(path: Path) -> NpzArchive:
+    # Not numpy.load: its header parser is unsafe under the loader's threads (see npz.py).
+    return NpzArchive(path)
 
 
 def _check_matrix(x: np.ndarray, path: Path, key: str, dim: int) -> np.ndarray:

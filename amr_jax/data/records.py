@@ -15,7 +15,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-from absl import logging
 
 from amr_jax.data.errors import AnnotationError
 
@@ -71,7 +70,10 @@ def _parse_windows(raw, *, where: str) -> np.ndarray:
 
 
 def clean_windows(raw: np.ndarray, duration: float, *, where: str) -> np.ndarray:
-    """Clips windows to [0, duration] and drops empty or reversed ones (with a warning).
+    """Clips windows to [0, duration] and drops empty or reversed ones.
+
+    Silent: the metrics read the raw windows, so a dropped window only matters
+    where these cleaned ones are used; the training pipeline warns there.
 
     Args:
       raw: [K, 2] windows in seconds.
@@ -82,10 +84,8 @@ def clean_windows(raw: np.ndarray, duration: float, *, where: str) -> np.ndarray
       [K', 2] float32, K' <= K, in file order.
     """
     clipped = np.clip(raw, 0.0, duration)
+    del where  # kept for callers; nothing to report here
     keep = clipped[:, 1] > clipped[:, 0]
-    for w, c in zip(raw[~keep], clipped[~keep]):
-        reason = "reversed" if w[1] < w[0] else "empty after clipping to the duration"
-        logging.warning("%s: dropping window %s (%s, duration %g)", where, w.tolist(), reason, duration)
     return clipped[keep].astype(np.float32)
 
 

@@ -4,10 +4,13 @@ Everything here runs in the data pipeline, before a batch reaches the device,
 and produces fixed shapes: frames padded to `max_frames`, tokens to
 `max_tokens`, target spans to `max_windows`.
 
-Reference semantics (lighthouse `StartEndDataset`, context mode "audio_tef"):
-  * audio rows are L2-normalized per frame and text rows per token, `x / (|x| + 1e-5)`;
+Reference semantics (DCASE baseline / lighthouse `StartEndDataset`, context mode
+"audio_tef"; the two input layouts are described in `amr_jax.detr.layout`):
+  * audio rows are L2-normalized per frame, `x / (|x| + 1e-5)`; text rows are raw
+    (`dcase`) or L2-normalized per token and cut to 32 tokens (`lighthouse`);
   * `ctx_l = min(max_frames, T)`; each frame gets the two temporal endpoint
-    features `(i / ctx_l, (i + 1) / ctx_l)`, placed *before* the 768 audio dims;
+    features `(i / ctx_l, (i + 1) / ctx_l)`, placed after (`dcase`) or before
+    (`lighthouse`) the 768 audio dims;
   * span labels are the windows in seconds (clipped to the audio context, see
     `training_windows`) divided by `ctx_l * clip_length`, as normalized
     (center, width); when a query has more than `max_windows`
@@ -30,6 +33,7 @@ import numpy as np
 from amr_jax.data.batching import make_query_batch
 from amr_jax.data.loader import Split
 from amr_jax.data.records import QueryRecord
+from amr_jax.detr.layout import DCASE, check_text_lengths, get_layout
 from amr_jax.types import QueryBatch
 
 NORM_EPS = 1e-5
@@ -41,10 +45,12 @@ class DetrInputs:
     """Model inputs.
 
     Attributes:
-      audio: [B, T, 2 + D_a] float32: (tef_start, tef_end, L2-normalized audio);
+      audio: [B, T, D_a + 2] float32: L2-normalized audio and (tef_start, tef_end),
+        in the layout's order (`dcase`: audio first; `lighthouse`: tef first);
         zero on padded frames.
       audio_mask: [B, T] bool, True on the first `ctx_l` frames.
-      text: [B, L, D_t] float32 per-token L2-normalized text; zero on padding.
+      text: [B, L, D_t] float32 text (raw for `dcase`, per-token L2-normalized for
+        `lighthouse`); zero on padding.
       text_mask: [B, L] bool.
     """
 
@@ -97,17 +103,28 @@ def temporal_endpoint_features(ctx_len: np.ndarray, max_frames: int) -> np.ndarr
     return np.where(valid[..., None], tef, 0.0).astype(np.float32)
 
 
-def detr_inputs(batch: QueryBatch) -> DetrInputs:
-    """QueryBatch (numpy, raw features) -> DetrInputs (numpy)."""
+def detr_inputs(batch: QueryBatch, layout: str = DCASE) -> DetrInputs:
+    """QueryBatch (numpy, raw features) -> DetrInputs (numpy) in `layout`.
+
+    Args:
+      batch: raw features, padded (text already cut or checked by the caller).
+      layout: "dcase" (`[audio ‖ tef]`, raw text) or "lighthouse" (`[tef ‖ audio]`,
+        per-token L2-normalized text).
+    """
+    spec = get_layout(layout)
     audio_mask = np.asarray(batch.audio_mask, bool)
     text_mask = np.asarray(batch.text_mask, bool)
     ctx_len = audio_mask.sum(axis=1)
     if np.any(ctx_len < 1):
         raise ValueError("every query needs at least one audio frame")
     audio = l2_normalize(np.asarray(batch.audio, np.float32)) * audio_mask[..., None]
-    text = l2_normalize(np.asarray(batch.text, np.float32)) * text_mask[..., None]
+    text = np.asarray(batch.text, np.float32)
+    if spec.normalize_text:
+        text = l2_normalize(text)
+    text = text * text_mask[..., None]
     tef = temporal_endpoint_features(ctx_len, audio_mask.shape[1])
-    return DetrInputs(audio=np.concatenate([tef, audio], axis=-1).astype(np.float32),
+    row = [tef, audio] if spec.tef_first else [audio, tef]
+    return DetrInputs(audio=np.concatenate(row, axis=-1).astype(np.float32),
                       audio_mask=audio_mask, text=text.astype(np.float32), text_mask=text_mask)
 
 
@@ -196,26 +213,30 @@ def span_labels(batch: QueryBatch, *, clip_length: float = 1.0) -> tuple[np.ndar
 
 def make_detr_batch(split: Split, records: Sequence[QueryRecord], *, max_frames: int,
                     max_tokens: int, max_windows: int, rng: np.random.Generator | None,
-                    clip_length: float = 1.0,
+                    clip_length: float = 1.0, layout: str = DCASE,
                     ) -> tuple[DetrInputs, DetrTargets | None, QueryBatch]:
     """Builds the model inputs and, for training, the targets of `records`.
 
     Args:
       split: loaded features of the split.
       records: the B queries of the batch.
-      max_frames, max_tokens, max_windows: T, L, W.
+      max_frames, max_tokens, max_windows: T, L, W. A layout that never cuts text
+        (`dcase`) raises `TextTooLongError` naming the qids longer than L.
       rng: numpy generator for window shuffling and saliency sampling; None for
         evaluation (no targets are built, the windows keep their file order).
       clip_length: seconds per frame.
+      layout: input layout name (see `amr_jax.detr.layout`).
 
     Returns:
       (inputs, targets or None, query batch); the query batch carries the raw
       features, duration and (first W) windows of each query.
     """
+    if not get_layout(layout).truncate_text:
+        check_text_lengths(split.text, records, max_tokens, source=str(split.annotations))
     if rng is None:
         batch = make_query_batch(split, records, max_frames=max_frames, max_tokens=max_tokens,
                                  max_windows=max_windows)
-        return detr_inputs(batch), None, batch
+        return detr_inputs(batch, layout), None, batch
     ordered = []
     for r in records:
         windows = training_windows(r, len(split.audio[r.vid]), max_frames=max_frames,
@@ -227,7 +248,7 @@ def make_detr_batch(split: Split, records: Sequence[QueryRecord], *, max_frames:
     batch = make_query_batch(
         split, [dataclasses.replace(r, windows=w) for r, w in zip(records, ordered)],
         max_frames=max_frames, max_tokens=max_tokens, max_windows=max_windows)
-    inputs = detr_inputs(batch)
+    inputs = detr_inputs(batch, layout)
     ctx_len = inputs.audio_mask.sum(axis=1)
     pos, neg, labels = zip(*(saliency_labels(w[0], int(c), max_frames, rng, clip_length=clip_length)
                              for w, c in zip(ordered, ctx_len)))

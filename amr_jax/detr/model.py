@@ -2,7 +2,8 @@
 
 Faithful to the reference implementation configured for audio (DCASE baseline):
 
-    audio [B, T, 770] = [tef_start, tef_end, clap_768]      text [B, L, 768]
+    audio [B, T, 770] = [clap_768 ‖ tef_start, tef_end]   text [B, L, 768]
+      (dcase layout; lighthouse puts tef first: amr_jax/detr/layout.py)
       │ InputProjection (LN -> Dropout(0.5) -> Linear -> ReLU, LN -> Dropout -> Linear)
       ▼
     audio [B, T, d] + sine positions (normalized per sample)   text [B, L, d] (zero positions)
@@ -53,7 +54,7 @@ def default_model_config() -> ml_collections.ConfigDict:
     `config.model` and locks the whole config.
     """
     c = ml_collections.ConfigDict()
-    c.audio_dim = 770  # [tef_start, tef_end] + 768-d CLAP frame features.
+    c.audio_dim = 770  # 768-d CLAP frame features + [tef_start, tef_end] (either order).
     c.text_dim = 768
     c.hidden_dim = 256
     c.nheads = 8

@@ -5,7 +5,8 @@
   carries no query-specific signal.
 * rank-AUC: per query, the probability that a frame inside a ground-truth window scores above
   a frame outside (ties count half), averaged over queries that have both kinds of frames.
-* mean IoU of the top window by GMM separation `Delta = |mu_rel - mu_bg|` (Low / Mid / High).
+* mean IoU of the top window by GMM separation `Delta = |mu_rel - mu_bg|` (Low / Mid / High),
+  optionally next to a trained QD-DETR's mean IoU on the same queries (report Table III).
 * figures: relevance curves with ground truth and predicted windows (PNG per qid).
 
 Frame `i` covers `[i + o, i + 1 + o)` s (`o` = the config's `frame_offset_s`: 0 for CASTELLA,
@@ -28,6 +29,7 @@ import ml_collections
 import numpy as np
 
 from amr_jax.data.records import QueryRecord
+from amr_jax.errors import UsageError
 
 
 def mismatched_partners(num_queries: int, seed: int) -> np.ndarray:
@@ -122,10 +124,14 @@ def format_diagnostics(result: dict) -> str:
         d = result[space]
         lines.append(f"{space:<9}  {d['win_rate']:>8.3f}  {d['mean_peak_matched']:>12.4f}  "
                      f"{d['mean_peak_mismatched']:>15.4f}  {d['rank_auc']:>8.3f}  ({d['auc_queries']})")
+    detr = "detr_workdir" in result
     lines += ["", f"mean IoU of the top window by GMM separation ({result['gmm_system']})",
-              f"{'Delta bin':<24}  {'n':>6}  {'mean IoU':>8}"]
+              f"{'Delta bin':<24}  {'n':>6}  {'mean IoU':>8}" + ("  DETR IoU" if detr else "")]
     for row in result["iou_by_delta"]:
-        lines.append(f"{row['bin']:<24}  {row['n']:>6}  {row['mean_iou']:>8.3f}")
+        lines.append(f"{row['bin']:<24}  {row['n']:>6}  {row['mean_iou']:>8.3f}"
+                     + (f"  {row['detr_mean_iou']:>8.3f}" if detr else ""))
+    if detr:
+        lines.append(f"DETR: {result['detr_workdir']}")
     return "\n".join(lines)
 
 
@@ -147,36 +153,58 @@ def plot_queries(records: Sequence[QueryRecord], result, qids: Sequence[str],
 
     from amr_jax.io_utils import atomic_write_bytes
 
+    from matplotlib.patches import Patch
+
     index = {str(r.qid): i for i, r in enumerate(records)}
     unknown = [q for q in qids if str(q) not in index]
     if unknown:
-        raise KeyError(f"--plot_qids: qids not in the split: {unknown}")
+        raise UsageError(f"--plot_qids: qids not in the split: {unknown}",
+                         hint="pass qids exactly as written in the annotation file")
     folder = Path(folder)
     written = []
     for qid in qids:
         i = index[str(qid)]
         r = records[i]
         n = int(result.mask[i].sum())
-        t = np.arange(n) + 0.5 + result.frame_offset_s
-        fig, ax = plt.subplots(figsize=(10, 3.2))
-        ax.plot(t, result.curves[i, :n], lw=0.8, color="0.55", label="relevance")
+        t = np.arange(n) + 0.5 + result.frame_offset_s  # frame centres (seconds)
+        fig, ax = plt.subplots(figsize=(10, 3.6))
+        raw = np.asarray(result.curves[i, :n])
+        ax.plot(t, raw, lw=0.8, color="0.55", label="relevance (raw)")
+        ax.set_ylabel("relevance (raw)", color="0.35")
+        # Leave the bottom fifth of the axes to the prediction bars.
+        low, high = (float(raw.min()), float(raw.max())) if n else (0.0, 1.0)
+        ax.set_ylim(low - 0.3 * (high - low + 1e-9), high + 0.05 * (high - low + 1e-9))
+        # The localizer's curve is on another scale (standardized / contrast): min-max
+        # normalize it so it is visible beside the posterior, on its own axis.
+        curve = np.asarray(result.details.curve)[i, :n]
+        spread = float(curve.max(initial=0.0) - curve.min(initial=0.0))
+        normalized = (curve - curve.min(initial=0.0)) / spread if spread > 0 else curve * 0.0
         ax2 = ax.twinx()
-        ax2.plot(t, np.asarray(result.details.curve)[i, :n], lw=1.4, color="tab:blue",
-                 label="localizer curve")
+        ax2.plot(t, normalized, lw=1.4, color="tab:blue", label="localizer curve (smoothed, min-max)")
         posterior = getattr(result.details, "posterior", None)
         if posterior is not None:
             ax2.plot(t, np.asarray(posterior)[i, :n], lw=1.0, color="tab:purple", ls="--",
-                     label="posterior")
-        for st, en in (r.windows if r.windows is not None else []):
+                     label="GMM posterior")
+        ax2.set_ylim(-0.3, 1.05)
+        ax2.set_yticks([0.0, 0.25, 0.5, 0.75, 1.0])
+        ax2.set_ylabel("min-max curve / posterior", color="tab:blue")
+        for st, en in (r.raw_windows if r.raw_windows is not None else []):
             ax.axvspan(st, en, color="tab:green", alpha=0.25)
-        for k, (st, en, _) in enumerate(result.windows[i][result.valid[i]]):
+        predicted = result.windows[i][result.valid[i]]
+        for k, (st, en, _) in enumerate(predicted):
             ax.axvspan(st, en, ymin=0.0, ymax=0.08 if k else 0.16, color="tab:orange",
                        alpha=0.9 if k == 0 else 0.5)
         ax.set_xlim(0, max(n, 1))
-        ax.set_xlabel("seconds")
+        ax.set_xlabel("time (s)")
         ax.set_title(f"{title}  qid={r.qid}: {r.query}", fontsize=9)
-        fig.legend(loc="upper right", fontsize=7)
-        fig.tight_layout()
+        handles = [*ax.get_lines(), *ax2.get_lines(),
+                   Patch(color="tab:green", alpha=0.25, label="ground truth"),
+                   Patch(color="tab:orange", alpha=0.9, label="prediction 1 (tall bar)"),
+                   Patch(color="tab:orange", alpha=0.5, label=f"predictions 2-{len(predicted)}")]
+        # Below the axes, never over the curves.
+        fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=7,
+                   frameon=False)
+        fig.tight_layout(rect=(0, 0.08, 1, 1))
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=110)
         plt.close(fig)
@@ -190,6 +218,7 @@ def run_diagnostics(config: ml_collections.ConfigDict, *, annotations: str | os.
                     audio_feats: str | os.PathLike, text_feats: str | os.PathLike,
                     clap_dir: str | os.PathLike, neutral_feats: str | os.PathLike | None = None,
                     output: str | os.PathLike | None = None,
+                    detr_workdir: str | os.PathLike | None = None,
                     tokenizer_dir: str | os.PathLike | None = None,
                     query_route: str = "features") -> dict:
     """Backbone and joint-space win rate and rank-AUC, and the GMM IoU-by-Delta table.
@@ -201,10 +230,13 @@ def run_diagnostics(config: ml_collections.ConfigDict, *, annotations: str | os.
       clap_dir: converted MS-CLAP folder.
       neutral_feats: neutral-prompt text features (for gmm_contrast; else GPT-2 + tokenizer).
       output: optional JSON path for the result.
+      detr_workdir: optional trained (or converted) QD-DETR workdir; its top-1 window
+        IoU is averaged over the same Delta bins (`detr_mean_iou` in each row).
       tokenizer_dir, query_route: the raw-text route, as `pipeline.run_localization`.
 
     Returns:
-      {"backbone": {...}, "joint": {...}, "iou_by_delta": [...], "gmm_system": str}.
+      {"backbone": {...}, "joint": {...}, "iou_by_delta": [...], "gmm_system": str,
+       and "detr_workdir" when given}.
     """
     from amr_jax.data.loader import load_split
     from amr_jax.data.records import is_annotated
@@ -256,6 +288,15 @@ def run_diagnostics(config: ml_collections.ConfigDict, *, annotations: str | os.
     delta = np.abs(np.asarray(loc.details.fit.means)[:, 1] - np.asarray(loc.details.fit.means)[:, 0])
     iou = top1_iou(loc.windows, loc.valid, split.records)
     result["iou_by_delta"] = iou_by_delta(delta, iou, config.diagnostics.delta_edges)
+    if detr_workdir:
+        from amr_jax.train.predict import predict_split
+
+        detr_windows, detr_valid = predict_split(detr_workdir, split)
+        detr_rows = iou_by_delta(delta, top1_iou(detr_windows, detr_valid, split.records),
+                                 config.diagnostics.delta_edges)
+        for row, detr_row in zip(result["iou_by_delta"], detr_rows):
+            row["detr_mean_iou"] = detr_row["mean_iou"]
+        result["detr_workdir"] = str(detr_workdir)
     print(format_diagnostics(result), flush=True)
     if output:
         atomic_write_text(output, json.dumps(result, indent=2) + "\n")

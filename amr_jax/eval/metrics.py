@@ -154,6 +154,52 @@ def _average_precision(pred: np.ndarray, valid: np.ndarray, gt: np.ndarray, gt_m
     return ap.T
 
 
+def per_query_scores(records: Sequence[QueryRecord], predictions: Sequence[dict] | None = None, *,
+                     windows: np.ndarray | None = None, valid: np.ndarray | None = None,
+                     length_range: tuple[float, float] = FULL_RANGE,
+                     source: str = "predictions") -> dict:
+    """The per-query quantities the official figures average (inputs as `compute_metrics`).
+
+    Returns:
+      {"rows": [N'] indices into `records` of the scored queries (those with a GT
+       window in `length_range`), "r1_iou": [N'] IoU of each first window with its
+       best GT window, "ap": [N', num_thresholds] AP per IoU threshold, NaN for
+       queries without predictions (the scorer skips them)}.
+    """
+    if any(not r.has_windows for r in records):
+        raise AnnotationError(f"{source}: cannot score a blind split (no 'relevant_windows')")
+    if predictions is not None:
+        windows, valid = predictions_to_arrays(records, predictions, source=source)
+    else:
+        windows = np.asarray(windows, np.float64)[:, :MAX_PRED_WINDOWS]
+        valid = np.asarray(valid, bool)[:, :MAX_PRED_WINDOWS]
+    rows, gt, gt_mask = _pad_gt(records, length_range)
+    windows, valid = windows[rows], valid[rows]
+    ap = np.full((len(rows), len(IOU_THRESHOLDS)), np.nan)
+    if len(rows) == 0:
+        return {"rows": rows, "r1_iou": np.zeros(0), "ap": ap}
+    r1_iou = _r1_hits(windows, valid, gt, gt_mask)
+    has_pred = valid.any(axis=1)
+    if has_pred.any():
+        ap[has_pred] = _average_precision(windows[has_pred], valid[has_pred], gt[has_pred],
+                                          gt_mask[has_pred], IOU_THRESHOLDS)
+    return {"rows": rows, "r1_iou": r1_iou, "ap": ap}
+
+
+def metrics_from_scores(r1_iou: np.ndarray, ap: np.ndarray) -> dict:
+    """Official figures (x100, 2 decimals) from per-query scores; see `per_query_scores`."""
+    if len(r1_iou) == 0:
+        return {"R1": {}, "mAP": {}, "num_queries": 0, "brief": {}}
+    r1 = {str(t): _fmt(np.mean(r1_iou >= t)) for t in IOU_THRESHOLDS}
+    scored = ap[~np.isnan(ap[:, 0])]
+    ap_per_threshold = scored.mean(axis=0) if len(scored) else np.zeros(len(IOU_THRESHOLDS))
+    m_ap = {str(t): _fmt(v) for t, v in zip(IOU_THRESHOLDS, ap_per_threshold)}
+    m_ap["average"] = _fmt(np.mean(ap_per_threshold))
+    metrics = {"R1": r1, "mAP": m_ap, "num_queries": int(len(r1_iou))}
+    metrics["brief"] = brief(metrics)
+    return metrics
+
+
 def compute_metrics(records: Sequence[QueryRecord], predictions: Sequence[dict] | None = None, *,
                     windows: np.ndarray | None = None, valid: np.ndarray | None = None,
                     length_range: tuple[float, float] = FULL_RANGE, source: str = "predictions") -> dict:
@@ -167,29 +213,47 @@ def compute_metrics(records: Sequence[QueryRecord], predictions: Sequence[dict] 
        "num_queries": int, "brief": {R1@0.5, R1@0.7, mAP, mAP@0.5, mAP@0.75}}
       with values ×100, 2 decimals.
     """
-    if any(not r.has_windows for r in records):
-        raise AnnotationError(f"{source}: cannot score a blind split (no 'relevant_windows')")
-    if predictions is not None:
-        windows, valid = predictions_to_arrays(records, predictions, source=source)
-    else:
-        windows = np.asarray(windows, np.float64)[:, :MAX_PRED_WINDOWS]
-        valid = np.asarray(valid, bool)[:, :MAX_PRED_WINDOWS]
-    rows, gt, gt_mask = _pad_gt(records, length_range)
-    windows, valid = windows[rows], valid[rows]
-    if len(rows) == 0:
-        return {"R1": {}, "mAP": {}, "num_queries": 0, "brief": {}}
+    scores = per_query_scores(records, predictions, windows=windows, valid=valid,
+                              length_range=length_range, source=source)
+    return metrics_from_scores(scores["r1_iou"], scores["ap"])
 
-    r1_iou = _r1_hits(windows, valid, gt, gt_mask)
-    r1 = {str(t): _fmt(np.mean(r1_iou >= t)) for t in IOU_THRESHOLDS}
-    has_pred = valid.any(axis=1)
-    ap = _average_precision(windows[has_pred], valid[has_pred], gt[has_pred], gt_mask[has_pred],
-                            IOU_THRESHOLDS)
-    ap_per_threshold = ap.mean(axis=0) if len(ap) else np.zeros(len(IOU_THRESHOLDS))
-    m_ap = {str(t): _fmt(v) for t, v in zip(IOU_THRESHOLDS, ap_per_threshold)}
-    m_ap["average"] = _fmt(np.mean(ap_per_threshold))
-    metrics = {"R1": r1, "mAP": m_ap, "num_queries": int(len(rows))}
-    metrics["brief"] = brief(metrics)
-    return metrics
+
+def _brief_unrounded(r1_iou: np.ndarray, ap: np.ndarray) -> np.ndarray:
+    """[5] brief figures x100, unrounded, from per-query scores (official rules)."""
+    scored = ap[~np.isnan(ap[:, 0])]
+    per_t = scored.mean(axis=0) if len(scored) else np.zeros(ap.shape[1])
+    col = {t: int(np.argmin(np.abs(IOU_THRESHOLDS - t))) for t in (0.5, 0.75)}
+    return 100 * np.asarray([np.mean(r1_iou >= 0.5), np.mean(r1_iou >= 0.7), per_t.mean(),
+                             per_t[col[0.5]], per_t[col[0.75]]])
+
+
+def bootstrap_interval(runs: Sequence[tuple[np.ndarray, np.ndarray]], *,
+                       num_resamples: int = 1000, seed: int = 0,
+                       level: float = 0.95) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap interval over queries of the run-averaged brief figures.
+
+    Args:
+      runs: one `(r1_iou [N], ap [N, num_thresholds])` per run (seed), the same N
+        queries in the same order (`per_query_scores`).
+      num_resamples: bootstrap resamples; each draws N queries with replacement,
+        scores every run on them with the official rules and averages the runs.
+      seed: of the resampling.
+      level: coverage of the interval.
+
+    Returns:
+      {brief key: (low, high)} x100.
+    """
+    n = len(runs[0][0])
+    if any(len(r1) != n for r1, _ in runs):
+        raise ValueError("every run must score the same queries")
+    rng = np.random.default_rng(seed)
+    samples = np.empty((num_resamples, len(BRIEF_KEYS)))
+    for b in range(num_resamples):
+        idx = rng.integers(0, n, n)
+        samples[b] = np.mean([_brief_unrounded(r1[idx], ap[idx]) for r1, ap in runs], axis=0)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(samples, tail, axis=0), np.percentile(samples, 100 - tail, axis=0)
+    return {k: (float(lo), float(hi)) for k, lo, hi in zip(BRIEF_KEYS, low, high)}
 
 
 def brief(metrics: dict) -> dict:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from absl import logging
 
 from amr_jax.data.errors import AnnotationError
 from amr_jax.data.records import QueryRecord, iter_json_lines
@@ -51,6 +52,40 @@ def write_predictions(path: str | os.PathLike, records: Sequence[QueryRecord], w
     """Writes a predictions jsonl atomically; see `prediction_lines`."""
     lines = prediction_lines(records, windows, valid, strip_scores=strip_scores)
     return atomic_write_text(path, "".join(json.dumps(line) + "\n" for line in lines))
+
+
+def check_prediction_windows(predictions: Sequence[dict], *, source: str) -> dict[str, list]:
+    """Warns about windows the official scorer reads in a way a user may not expect.
+
+    The semantics stay the official ones (only the first 10 windows count; a
+    reversed window overlaps nothing); the warning says how many queries are
+    affected and names the first qids, so a wrong column order or an untruncated
+    list does not silently cost points.
+
+    Returns:
+      {"too_many": [qid, ...], "reversed": [qid, ...]}.
+    """
+    found = {"too_many": [], "reversed": []}
+    for p in predictions:
+        wins = p[PRED_FIELD]
+        if len(wins) > MAX_WINDOWS:
+            found["too_many"].append(p["qid"])
+        if any(w[1] < w[0] for w in wins[:MAX_WINDOWS]):
+            found["reversed"].append(p["qid"])
+    if found["too_many"]:
+        logging.warning("%s: %d queries have more than %d windows; only the first %d are scored "
+                        "(qids %s)", source, len(found["too_many"]), MAX_WINDOWS, MAX_WINDOWS,
+                        _first(found["too_many"]))
+    if found["reversed"]:
+        logging.warning("%s: %d queries have reversed windows (end < start), which overlap "
+                        "nothing when scored (qids %s)", source, len(found["reversed"]),
+                        _first(found["reversed"]))
+    return found
+
+
+def _first(qids: list, n: int = 5) -> str:
+    shown = ", ".join(repr(q) for q in qids[:n])
+    return shown + (f", ... ({len(qids) - n} more)" if len(qids) > n else "")
 
 
 def read_predictions(path: str | os.PathLike) -> list[dict]:

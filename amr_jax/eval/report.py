@@ -7,7 +7,7 @@ import os
 
 from amr_jax.data.records import QueryRecord, read_annotations
 from amr_jax.eval import metrics as metrics_lib
-from amr_jax.eval.predictions import read_predictions
+from amr_jax.eval.predictions import check_prediction_windows, read_predictions
 from amr_jax.io_utils import atomic_write_text
 
 
@@ -45,5 +45,6 @@ def evaluate_files(gt_path: str | os.PathLike, pred_path: str | os.PathLike,
     """Reads ground truth and predictions jsonl files and scores them."""
     records = read_annotations(gt_path)
     predictions = read_predictions(pred_path)
+    check_prediction_windows(predictions, source=str(pred_path))
     return score_predictions(records, predictions, name=os.path.basename(str(pred_path)),
                              source=str(pred_path), output=output)

@@ -33,6 +33,7 @@ from amr_jax import saliency
 from amr_jax.data import timing
 from amr_jax.data.loader import Split, load_split
 from amr_jax.data.records import is_annotated
+from amr_jax.errors import UsageError
 from amr_jax.eval import metrics as metrics_lib
 from amr_jax.eval import predictions as predictions_lib
 from amr_jax.io_utils import atomic_write_text
@@ -137,15 +138,16 @@ def embed_split(config: ml_collections.ConfigDict, arrays: SplitArrays, *,
     contrast also gets the neutral direction (`neutral_direction`).
 
     Raises:
-      ValueError: a missing --clap, an unknown route, or the text route for backbone_cosine.
+      ValueError: a missing --clap.
+      UsageError: an unknown route, or the text route for backbone_cosine.
       ModelFileError: the text route (asked for, or needed for the neutral direction) without
         GPT-2 weights or tokenizer files; the message names what is missing.
     """
     if query_route not in QUERY_ROUTES:
-        raise ValueError(f"unknown query route {query_route!r}; expected one of {QUERY_ROUTES}")
+        raise UsageError(f"unknown query route {query_route!r}; expected one of {QUERY_ROUTES}")
     if config.relevance == "backbone":
         if query_route != "features":
-            raise ValueError(f"{config.system} compares the released 768-d end-of-text rows with "
+            raise UsageError(f"{config.system} compares the released 768-d end-of-text rows with "
                              "the raw audio rows; --query_route=text applies to the joint-space "
                              "systems only")
         last = arrays.text_mask.sum(-1) - 1
@@ -382,7 +384,7 @@ def run_localization(config: ml_collections.ConfigDict, *, annotations: str | os
 
     Returns:
       {"system", "metrics" (None on blind sets), "timings", "result" (LocalizeResult),
-       "embedded" (the Embedded the localizer used)}.
+       "plots" (paths of the figures written), "embedded" (the Embedded the localizer used)}.
     """
     start = time.perf_counter()
     if split is None:
@@ -410,11 +412,13 @@ def run_localization(config: ml_collections.ConfigDict, *, annotations: str | os
     if timings:
         atomic_write_text(timings, json.dumps({k: round(v, 4) for k, v in times.items()}) + "\n")
 
+    plots = []
     if plot_qids:
         from amr_jax.eval import diagnostics  # matplotlib only when figures are asked for
 
         folder = Path(plot_dir) if plot_dir else Path(output).with_name(Path(output).stem + "_plots")
-        diagnostics.plot_queries(split.records, result, plot_qids, folder, title=config.system)
+        plots = diagnostics.plot_queries(split.records, result, plot_qids, folder,
+                                         title=config.system)
 
     metrics = None
     if is_annotated(split.records):
@@ -426,7 +430,7 @@ def run_localization(config: ml_collections.ConfigDict, *, annotations: str | os
             print(report_text(config.system, metrics))
             print(summary_json_line(metrics), flush=True)
     return {"system": config.system, "metrics": metrics, "timings": times, "result": result,
-            "embedded": embedded}
+            "plots": plots, "embedded": embedded}
 
 
 def check_timing(split: Split, frame_offset_s: float) -> str | None:

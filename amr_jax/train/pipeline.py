@@ -9,7 +9,12 @@ training deterministic and lets a resumed run see exactly the batches an
 uninterrupted run would have seen.
 
 Evaluation batches: file order, the last batch padded by repeating its first
-query; `num_valid` says how many rows are real.
+query; `num_valid` says how many rows are real. With `pad_last=False` the last
+batch is left partial (no padding rows), as the reference's evaluation does.
+
+`data_config.max_tokens` must already be the run's fixed pad length
+(`amr_jax.detr.layout.resolve_run_config`); `data_config.layout` selects the input
+layout.
 """
 
 from __future__ import annotations
@@ -32,11 +37,18 @@ def trainable_queries(split: Split, data_config: ml_collections.ConfigDict) -> n
     Queries left without any (a window entirely past the features) are
     skipped with a warning naming them.
     """
-    keep, skipped = [], []
+    keep, skipped, clipped_away = [], [], []
     for i, r in enumerate(split.records):
         windows = training_windows(r, len(split.audio[r.vid]), max_frames=data_config.max_frames,
                                    clip_length=data_config.clip_length)
         (keep if len(windows) else skipped).append(i)
+        if r.raw_windows is not None and 0 < len(windows) < len(r.raw_windows):
+            clipped_away.append(i)
+    if clipped_away:
+        # Only here does clipping matter: the scorer always reads the raw windows.
+        logging.warning("%s: %d queries lose windows that are empty after clipping to the audio "
+                        "context (trained on the rest): %s", split.annotations, len(clipped_away),
+                        ", ".join(repr(split.records[i].qid) for i in clipped_away[:10]))
     if skipped:
         logging.warning("%s: skipping %d queries with no window inside the audio: %s",
                         split.annotations, len(skipped),
@@ -68,19 +80,24 @@ def train_batch(split: Split, queries: np.ndarray, data_config: ml_collections.C
     inputs, targets, _ = make_detr_batch(
         split, [split.records[i] for i in rows], max_frames=data_config.max_frames,
         max_tokens=data_config.max_tokens, max_windows=data_config.max_windows, rng=rng,
-        clip_length=data_config.clip_length)
+        clip_length=data_config.clip_length, layout=data_config.layout)
     return inputs, targets
 
 
-def eval_batches(split: Split, data_config: ml_collections.ConfigDict, *, batch_size: int
-                 ) -> Iterator[tuple[DetrInputs, QueryBatch, int]]:
-    """Yields (inputs, query batch, num_valid) over the split in file order."""
+def eval_batches(split: Split, data_config: ml_collections.ConfigDict, *, batch_size: int,
+                 pad_last: bool = True) -> Iterator[tuple[DetrInputs, QueryBatch, int]]:
+    """Yields (inputs, query batch, num_valid) over the split in file order.
+
+    `pad_last=False` leaves the last batch partial instead of repeating its first query.
+    """
     records = split.records
     for start in range(0, len(records), batch_size):
         chunk = records[start:start + batch_size]
         num_valid = len(chunk)
-        chunk = chunk + [chunk[0]] * (batch_size - num_valid)
+        if pad_last:
+            chunk = chunk + [chunk[0]] * (batch_size - num_valid)
         inputs, _, batch = make_detr_batch(
             split, chunk, max_frames=data_config.max_frames, max_tokens=data_config.max_tokens,
-            max_windows=data_config.max_windows, rng=None, clip_length=data_config.clip_length)
+            max_windows=data_config.max_windows, rng=None, clip_length=data_config.clip_length,
+            layout=data_config.layout)
         yield inputs, batch, num_valid

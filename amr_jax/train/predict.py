@@ -4,18 +4,66 @@ from __future__ import annotations
 
 import os
 
+import jax
+import ml_collections
 from absl import logging
 
 from amr_jax.data.records import is_annotated
+from amr_jax.detr.layout import resolve_run_config
 from amr_jax.eval.predictions import read_predictions, write_predictions
 from amr_jax.eval.report import score_predictions
 from amr_jax.train import trainer
 from amr_jax.train.checkpointing import restore_params
 
+# The reference evaluation (`src/evaluate.py`, `start_inference`) runs batches of
+# `eval_bsz` = 100 queries in file order.
+REFERENCE_EVAL_BATCH = 100
+
+
+def reference_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """`config` with the reference's text-to-audio mask and evaluation batch size."""
+    out = ml_collections.ConfigDict(config.to_dict())
+    out.model.t2v_reference_mask = True
+    out.train.eval_batch_size = REFERENCE_EVAL_BATCH
+    out.lock()
+    return out
+
+
+def predict_split(workdir: str | os.PathLike, split, *, reproduce_reference: bool = False,
+                  model_factory: trainer.ModelFactory = trainer.build_qd_detr):
+    """Windows [N, K, 3] and valid [N, K] of every query of a loaded split.
+
+    Args:
+      workdir: training (or converted) workdir; its best, else latest, parameters.
+      split: a loaded `Split`.
+      reproduce_reference: use the reference's text-to-audio mask, which mixes
+        the rows of a batch (`amr_jax.detr.model.reference_t2v_attn_mask`), and
+        batch exactly as its evaluation: 100 queries in file order, the last batch
+        partial, no padding rows, one device. Off (default): per-row masking, so
+        each query's prediction is independent of the batching.
+      model_factory: the model builder.
+    """
+    config = trainer.load_config(workdir)
+    if reproduce_reference:
+        config = reference_config(config)
+        mesh = trainer.data_mesh(jax.local_devices()[:1])
+    else:
+        mesh = trainer.data_mesh()
+    config = resolve_run_config(config, [split])
+    programs, state = trainer.build_programs(config, steps_per_epoch=1,
+                                             model_factory=model_factory, mesh=mesh)
+    params, where = restore_params(workdir, state)
+    logging.info("predicting %d queries with the %s of %s (layout %s, text padded to %d tokens%s)",
+                 len(split.records), where, workdir, config.data.layout, config.data.max_tokens,
+                 ", reference mask and batching" if reproduce_reference else "")
+    return programs.predict_split(params, split, config.data,
+                                  batch_size=config.train.eval_batch_size,
+                                  pad_last=not reproduce_reference)
+
 
 def predict_to_file(workdir: str | os.PathLike, annotations: str | os.PathLike,
                     audio_feats: str | os.PathLike, text_feats: str | os.PathLike,
-                    output: str | os.PathLike, *,
+                    output: str | os.PathLike, *, reproduce_reference: bool = False,
                     model_factory: trainer.ModelFactory = trainer.build_qd_detr) -> dict | None:
     """Predicts every query of a split with the workdir's best (else latest) parameters.
 
@@ -23,17 +71,13 @@ def predict_to_file(workdir: str | os.PathLike, annotations: str | os.PathLike,
     [start_s, end_s, score] best first). When the annotations carry windows,
     prints the metrics report and, as the last stdout line, the JSON of the
     five headline figures (like `experiments.evaluate`), and returns the metrics.
+    `reproduce_reference`: see `predict_split`.
     """
     config = trainer.load_config(workdir)
     split = trainer.load_data_split(str(annotations), str(audio_feats), str(text_feats),
                                     num_workers=config.data.num_workers)
-    programs, state = trainer.build_programs(config, steps_per_epoch=1,
-                                             model_factory=model_factory,
-                                             mesh=trainer.data_mesh())
-    params, where = restore_params(workdir, state)
-    logging.info("predicting %d queries with the %s of %s", len(split.records), where, workdir)
-    windows, valid = programs.predict_split(params, split, config.data,
-                                            batch_size=config.train.eval_batch_size)
+    windows, valid = predict_split(workdir, split, reproduce_reference=reproduce_reference,
+                                   model_factory=model_factory)
     write_predictions(output, split.records, windows, valid)
     logging.info("wrote %s", output)
     if not is_annotated(split.records):

@@ -29,7 +29,9 @@ from amr_jax.data.loader import Split, load_split
 from amr_jax.data.records import is_annotated
 from amr_jax.detr.criterion import SetCriterion, build_criterion
 from amr_jax.detr.inputs import DetrInputs, DetrTargets
+from amr_jax.detr.layout import resolve_run_config
 from amr_jax.detr.postprocess import postprocess
+from amr_jax.errors import AmrError
 from amr_jax.eval import metrics as metrics_lib
 from amr_jax.io_utils import atomic_write_text
 from amr_jax.train import pipeline
@@ -42,8 +44,10 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(AmrError, FloatingPointError):
     """Raised when a training step produces a NaN or infinite loss."""
+
+    hint = "lower the learning rate or check the batch's features; the run resumes from the last checkpoint"
 
 
 def build_qd_detr(model_config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> nnx.Module:
@@ -73,6 +77,11 @@ def load_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not a training workdir (no {CONFIG_FILE})")
     config = ml_collections.ConfigDict(json.loads(path.read_text()))
+    if "layout" not in config.data:
+        # Workdirs written before input layouts existed were trained on the
+        # lighthouse row ([tef ‖ audio], normalized text cut to max_tokens).
+        logging.warning("%s has no data.layout: reading it as the lighthouse layout", path)
+        config.data.layout = "lighthouse"
     config.lock()
     return config
 
@@ -124,16 +133,18 @@ class Programs:
         return jax.device_put(tree, self.sharded)
 
     def predict_split(self, params, split: Split, data_config: ml_collections.ConfigDict, *,
-                      batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+                      batch_size: int, pad_last: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Windows [N, K, 3] and valid [N, K] for every query of `split`, in file order.
 
         `batch_size` is rounded up to a multiple of the device count (padding
-        rows are discarded).
+        rows are discarded). `pad_last=False` runs the last batch partial (needs a
+        one-device mesh unless it divides evenly).
         """
         batch_size = -(-batch_size // self.mesh.size) * self.mesh.size
         windows, valid = [], []
         for inputs, batch, num_valid in pipeline.eval_batches(split, data_config,
-                                                              batch_size=batch_size):
+                                                              batch_size=batch_size,
+                                                              pad_last=pad_last):
             w, v = self.predict_step(params, self.rest, self.shard(inputs),
                                      self.shard(jnp.asarray(batch.duration)))
             w, v = jax.device_get((w, v))
@@ -184,7 +195,9 @@ def _check_finite(loss, step: int) -> None:
         raise NonFiniteLossError(f"non-finite training loss {value} at step {step}")
 
 
-def _fmt_duration(seconds: float) -> str:
+def _fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
     seconds = int(round(seconds))
     return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
@@ -217,6 +230,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                                  num_workers=data.num_workers) if data.val_annotations else None)
     if val_split is not None and not is_annotated(val_split.records):
         raise ValueError(f"{data.val_annotations}: the validation split has no windows")
+    # Fixed text pad length over train + val and the layout's best metric.
+    config = resolve_run_config(config, [s for s in (train_split, val_split) if s is not None])
+    data = config.data
+    logging.info("input layout %s: text padded to %d tokens; best epoch by val %s",
+                 data.layout, data.max_tokens, config.train.best_metric)
 
     mesh = data_mesh(devices)
     batch_size = config.train.batch_size
@@ -242,6 +260,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
 
     window, pending, t_window, steps_window = [], None, time.perf_counter(), 0
     t_start, step_start = time.perf_counter(), step
+    compiled = False  # rates count steps after the first (compiling) one of this process
     epoch_metrics: list[dict] = []
     while step < stop_at:
         epoch, index = divmod(step, spe)
@@ -257,7 +276,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         window.append(metrics)
         epoch_metrics.append(metrics)
         steps_window += 1
-        if step % config.train.log_every_steps == 0:
+        if not compiled:
+            # The first step of a process includes XLA compilation; rates and ETAs that
+            # counted it would overstate the remaining time many times over.
+            jax.block_until_ready(pending)
+            logging.info("first step (with compilation) took %s",
+                         _fmt_duration(time.perf_counter() - t_start))
+            t_window = t_start = time.perf_counter()
+            steps_window, step_start, compiled = 0, step, True
+        if step % config.train.log_every_steps == 0 and steps_window:
             _check_finite(pending, step)
             elapsed = time.perf_counter() - t_window
             rate = steps_window / elapsed
@@ -298,13 +325,15 @@ def _end_epoch(config, programs: Programs, state: TrainState, val_split: Split |
                epoch: int, step: int, elapsed: float, steps_done: int, total_steps: int) -> dict:
     """Logs the epoch, evaluates, saves the best parameters; returns the epoch record."""
     train = _mean_metrics(epoch_metrics)
-    rate = steps_done / max(elapsed, 1e-9)
+    # Steps after the compiling first one; None until one has run.
+    rate = steps_done / max(elapsed, 1e-9) if steps_done > 0 else None
     record = {"epoch": epoch, "step": step, "train": train, "steps_per_s": rate,
-              "eta_s": (total_steps - step) / rate}
+              "eta_s": (total_steps - step) / rate if rate else None}
     logging.info("epoch %d/%d done | loss %.4f (span %.4f giou %.4f label %.4f saliency %.4f) | "
-                 "%.2f steps/s | elapsed %s | ETA %s", epoch, config.train.num_epochs,
+                 "%s steps/s | elapsed %s | ETA %s", epoch, config.train.num_epochs,
                  train["loss"], train.get("span", np.nan), train.get("giou", np.nan),
-                 train.get("label", np.nan), train.get("saliency", np.nan), rate,
+                 train.get("label", np.nan), train.get("saliency", np.nan),
+                 "?" if rate is None else f"{rate:.2f}",
                  _fmt_duration(elapsed), _fmt_duration(record["eta_s"]))
     if val_split is not None and epoch % config.train.eval_every_epochs == 0:
         t0 = time.perf_counter()

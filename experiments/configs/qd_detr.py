@@ -14,6 +14,17 @@ Data fields (config.data):
   train_annotations / val_annotations: annotation jsonl files (lighthouse / DCASE layout);
   train_audio_feats / val_audio_feats: folders of `<vid>.npz` (key "features", [T, 768]);
   train_text_feats / val_text_feats: folders of `qid<qid>.npz` (key "last_hidden_state").
+  layout: the input layout (`amr_jax/detr/layout.py`; the model is the same in both):
+    "dcase" (default, the official DCASE 2026 baseline): audio row
+      [clap_768 (L2-normalized per frame) ‖ tef_start, tef_end], raw text rows never cut;
+      max_tokens 0 pads text to the longest query of the run's splits (train + val when
+      training, the predicted split when predicting), max_tokens N > 0 pads to N and any
+      longer text is an error naming its qid; best epoch by val R1@0.7.
+    "lighthouse": audio row [tef_start, tef_end ‖ clap_768 (L2-normalized)], text
+      L2-normalized per token and cut to max_tokens (0 means max_q_l = 32); best epoch by
+      val mAP. Select with --config.data.layout=lighthouse.
+  train.best_metric: "" uses the layout's metric; any brief key ("R1@0.7", "mAP", ...)
+    overrides it.
 The workdir receives config.json, orbax checkpoints (`checkpoints/` latest, resumed
 automatically; `best/` the epoch with the best validation `train.best_metric`) and
 metrics.jsonl (one line per epoch). Predict with the best checkpoint:
@@ -56,7 +67,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.val_audio_feats = ""
     config.data.val_text_feats = ""
     config.data.max_frames = 300     # max_a_l (CASTELLA)
-    config.data.max_tokens = 32      # max_q_l
+    config.data.layout = "dcase"     # or "lighthouse" (see the docstring)
+    config.data.max_tokens = 0       # 0: the layout's default (see the docstring)
     config.data.max_windows = 5
     config.data.clip_length = 1.0    # seconds per feature frame
     config.data.num_workers = 8      # feature loading threads
@@ -93,7 +105,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.eval_every_epochs = 1
     config.train.log_every_steps = 50
     config.train.checkpoint_every_steps = 500   # plus one at every epoch end
-    config.train.best_metric = "R1@0.7"        # or "mAP" (lighthouse); any brief key
+    config.train.best_metric = ""  # "": the layout's (dcase R1@0.7, lighthouse mAP)
     config.train.max_to_keep = 1
 
     config.postprocess = ml_collections.ConfigDict()

@@ -33,32 +33,38 @@ def split():
                  annotations=Path("x.jsonl"))
 
 
-def test_inputs_layout_and_normalization(split):
+@pytest.mark.parametrize("layout", ["dcase", "lighthouse"])
+def test_inputs_layout_and_normalization(split, layout):
+    max_tokens = 40 if layout == "dcase" else 8  # dcase never cuts the 40-token query
     inputs, _, batch = detr_inputs.make_detr_batch(
-        split, split.records, max_frames=32, max_tokens=8, max_windows=5, rng=None)
-    assert inputs.audio.shape == (3, 32, 770) and inputs.text.shape == (3, 8, 768)
+        split, split.records, max_frames=32, max_tokens=max_tokens, max_windows=5, rng=None,
+        layout=layout)
+    assert inputs.audio.shape == (3, 32, 770) and inputs.text.shape == (3, max_tokens, 768)
     ctx = np.array([20, 32, 20])  # record b has 40 frames, cut to max_frames
     np.testing.assert_array_equal(inputs.audio_mask.sum(1), ctx)
+    audio_dims, tef_dims = (slice(0, D), [D, D + 1]) if layout == "dcase" else (slice(2, None), [0, 1])
     for i, r in enumerate(split.records):
         c = ctx[i]
         raw = split.audio[r.vid][:c]
         expected = raw / (np.linalg.norm(raw, axis=1, keepdims=True) + 1e-5)
-        np.testing.assert_allclose(inputs.audio[i, :c, 2:], expected, rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(inputs.audio[i, :c, 0], np.arange(c) / c, rtol=1e-6)
-        np.testing.assert_allclose(inputs.audio[i, :c, 1], np.arange(c) / c + 1.0 / c, rtol=1e-6)
+        np.testing.assert_allclose(inputs.audio[i, :c, audio_dims], expected, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(inputs.audio[i, :c, tef_dims[0]], np.arange(c) / c, rtol=1e-6)
+        np.testing.assert_allclose(inputs.audio[i, :c, tef_dims[1]], np.arange(c) / c + 1.0 / c,
+                                   rtol=1e-6)
         assert (inputs.audio[i, c:] == 0).all()
-        tok = split.text[r.key][:8]  # truncation keeps the first tokens
+        tok = split.text[r.key][:max_tokens]  # lighthouse: truncation keeps the first tokens
         n = len(tok)
-        expected_text = tok / (np.linalg.norm(tok, axis=1, keepdims=True) + 1e-5)
-        np.testing.assert_allclose(inputs.text[i, :n], expected_text, rtol=1e-5)
-        assert inputs.text_mask[i].sum() == n
+        if layout == "lighthouse":
+            tok = tok / (np.linalg.norm(tok, axis=1, keepdims=True) + 1e-5)
+        np.testing.assert_allclose(inputs.text[i, :n], tok, rtol=1e-5)
+        assert inputs.text_mask[i].sum() == n and (inputs.text[i, n:] == 0).all()
     np.testing.assert_array_equal(batch.duration, [20, 40, 20])
 
 
 def test_targets_follow_reference_rules(split):
     rng = np.random.default_rng(3)
     _, targets, batch = detr_inputs.make_detr_batch(
-        split, split.records, max_frames=32, max_tokens=8, max_windows=5, rng=rng)
+        split, split.records, max_frames=32, max_tokens=40, max_windows=5, rng=rng)
     ctx = np.array([20, 32, 20])
     np.testing.assert_array_equal(targets.span_mask.sum(1), [1, 5, 1])
     # q1: [2, 6] / 20 -> center 0.2, width 0.2.
@@ -88,9 +94,9 @@ def test_targets_follow_reference_rules(split):
 
 
 def test_targets_are_deterministic_for_a_seed(split):
-    a = detr_inputs.make_detr_batch(split, split.records, max_frames=32, max_tokens=8,
+    a = detr_inputs.make_detr_batch(split, split.records, max_frames=32, max_tokens=40,
                                     max_windows=5, rng=np.random.default_rng(7))[1]
-    b = detr_inputs.make_detr_batch(split, split.records, max_frames=32, max_tokens=8,
+    b = detr_inputs.make_detr_batch(split, split.records, max_frames=32, max_tokens=40,
                                     max_windows=5, rng=np.random.default_rng(7))[1]
     for name in ("spans", "saliency_pos", "saliency_neg", "saliency_labels"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
@@ -108,7 +114,7 @@ def test_blind_query_in_training_raises(split):
     split2 = Split(records=[blind], audio=split.audio, text={"z": split.text["q1"]}, vids=["a"],
                    annotations=Path("blind.jsonl"))
     with pytest.raises(ValueError, match="qid='z'"):
-        detr_inputs.make_detr_batch(split2, [blind], max_frames=32, max_tokens=8, max_windows=5,
+        detr_inputs.make_detr_batch(split2, [blind], max_frames=32, max_tokens=40, max_windows=5,
                                     rng=np.random.default_rng(0))
 
 

@@ -160,14 +160,57 @@ def test_all_systems_binary_prints_one_table_and_matches_single_runs(split_dir, 
     assert metrics.brief(single["metrics"]) == last["jointproj_s1"]
 
 
+def _tiny_detr_workdir(tmp_path):
+    """A predict-ready QD-DETR workdir (small random model imported like a reference file)."""
+    torch = pytest.importorskip("torch")
+    from flax import nnx
+
+    from amr_jax.detr import convert
+    from amr_jax.detr import model as qd
+    from experiments.configs import qd_detr
+
+    cfg = qd.default_model_config()
+    cfg.hidden_dim, cfg.dim_feedforward, cfg.num_queries, cfg.max_q_l = 16, 24, 4, 6
+    cfg.t2v_layers, cfg.enc_layers, cfg.nheads = 1, 1, 4
+    state = convert.export_state_dict(qd.QDDETR(cfg, rngs=nnx.Rngs(2)), cfg, "dcase")
+    torch.save({"model": {k: torch.tensor(v) for k, v in state.items()}}, tmp_path / "m.ckpt")
+    config = qd_detr.get_config()
+    config.unlock()
+    config.model = cfg
+    convert.convert_checkpoint(tmp_path / "m.ckpt", tmp_path / "detr", layout="dcase",
+                               config=config)
+    return tmp_path / "detr"
+
+
 def test_diagnose_binary(split_dir, tmp_path):
     p = _paths(split_dir)
+    detr = _tiny_detr_workdir(tmp_path)
     cmd = [sys.executable, "-m", "experiments.diagnose",
            f"--annotations={p['annotations']}", f"--audio_feats={p['audio_feats']}",
            f"--text_feats={p['text_feats']}", f"--clap={p['clap_dir']}",
-           f"--neutral_feats={p['neutral_feats']}", f"--output={tmp_path / 'd.json'}"]
+           f"--neutral_feats={p['neutral_feats']}", f"--output={tmp_path / 'd.json'}",
+           f"--detr_workdir={detr}"]
     run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
     assert run.returncode == 0, run.stderr[-3000:]
     saved = json.loads((tmp_path / "d.json").read_text())
-    assert "rank-AUC" in run.stdout and "Delta" in run.stdout
+    assert "rank-AUC" in run.stdout and "Delta" in run.stdout and "DETR IoU" in run.stdout
     assert saved["joint"]["rank_auc"] > saved["backbone"]["rank_auc"]
+    # The DETR column bins the model's own top-1 IoU: its n-weighted mean is the overall mean
+    # IoU of the model's first window, computed here from its predictions.
+    from amr_jax.data.loader import load_split
+    from amr_jax.train.predict import predict_split
+
+    split = load_split(p["annotations"], p["audio_feats"], p["text_feats"], num_workers=1,
+                       progress=False)
+    windows, valid = predict_split(detr, split)
+    own = []
+    for r, w in zip(split.records, windows):
+        st, en = w[0, 0], w[0, 1]
+        gt = np.asarray(r.windows, np.float64)
+        inter = np.clip(np.minimum(en, gt[:, 1]) - np.maximum(st, gt[:, 0]), 0, None)
+        union = (en - st) + (gt[:, 1] - gt[:, 0]) - inter
+        own.append(np.max(np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)))
+    rows = [r for r in saved["iou_by_delta"] if r["n"]]
+    weighted = sum(r["n"] * r["detr_mean_iou"] for r in rows) / sum(r["n"] for r in rows)
+    assert valid[:, 0].all() and np.mean(own) > 0
+    assert abs(weighted - np.mean(own)) < 1e-6

@@ -33,6 +33,9 @@ def test_train_then_predict(synthetic, tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert train.returncode == 0, train.stderr[-3000:]
     assert "epoch 1/1 done" in train.stderr
+    # Rates and ETAs start after the compiling step, which is timed once.
+    assert train.stderr.count("first step (with compilation) took") == 1
+    assert f"wrote best checkpoint: {workdir / 'best'}" in train.stderr
     best = json.loads((workdir / "best.json").read_text())
     assert (workdir / "checkpoints").is_dir() and (workdir / "config.json").is_file()
 

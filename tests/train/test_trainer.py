@@ -156,3 +156,27 @@ def test_queries_without_a_window_in_the_audio_are_skipped(tmp_path):
     split = load_split(ann, root / "clap", root / "clap_text", num_workers=1, progress=False)
     config = tiny_config(root)
     np.testing.assert_array_equal(pipeline.trainable_queries(split, config.data), [0, 2, 3])
+
+
+def test_training_warns_once_about_windows_clipped_away(caplog):
+    import logging as py_logging
+
+    from amr_jax.data.loader import Split
+    from amr_jax.data.records import parse_record
+    from amr_jax.train import pipeline
+
+    records = [parse_record({"qid": q, "query": "q", "duration": 10, "vid": "v",
+                             "relevant_windows": windows}, where=f"f:{q}")
+               for q, windows in ((1, [[2, 4]]), (2, [[2, 4], [10, 12]]), (3, [[11, 12]]))]
+    split = Split(records=records, audio={"v": np.zeros((10, 768), np.float32)}, text={},
+                  vids=["v"], annotations=Path("f"))
+    import ml_collections
+
+    data = ml_collections.ConfigDict({"max_frames": 300, "clip_length": 1.0})
+    with caplog.at_level(py_logging.WARNING):
+        keep = pipeline.trainable_queries(split, data)
+    assert keep.tolist() == [0, 1]
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("1 queries lose windows that are empty after clipping" in m and "2" in m
+               for m in messages), messages
+    assert any("skipping 1 queries with no window inside the audio: 3" in m for m in messages)

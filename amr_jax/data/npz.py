@@ -1,0 +1,150 @@
+"""Thread-safe `.npz` reading with a header parser of our own.
+
+`numpy.load` parses every `.npy` header with `ast.literal_eval`, and CPython
+3.11's AST constructor is not safe to run from several threads at once: parallel
+loaders die at random with `SystemError: AST constructor recursion depth
+mismatch`. This reader parses the small, fixed header grammar that numpy writes
+itself (a dict with `descr`, `fortran_order` and `shape`) with regular
+expressions, so any number of threads may read archives concurrently.
+
+It only accepts plain numeric dtypes: object arrays (which would need pickle)
+and structured dtypes raise `FeatureError`, so loading never executes pickled
+code. Every error names the file and, where it applies, the key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from amr_jax.data.errors import FeatureError
+
+NPY_MAGIC = b"\x93NUMPY"
+# Header-length field size by format major version (1: uint16, 2 and 3: uint32).
+_HEADER_LENGTH_FORMAT = {1: "<H", 2: "<I", 3: "<I"}
+_DESCR_RE = re.compile(r"""['"]descr['"]\s*:\s*['"]([^'"]+)['"]""")
+_FORTRAN_RE = re.compile(r"""['"]fortran_order['"]\s*:\s*(True|False)""")
+_SHAPE_RE = re.compile(r"""['"]shape['"]\s*:\s*\(([^()]*)\)""")
+_KEY_RE = re.compile(r"""['"](\w+)['"]\s*:""")
+_EXPECTED_KEYS = {"descr", "fortran_order", "shape"}
+
+
+def parse_npy_header(header: str, *, source: str) -> tuple[np.dtype, bool, tuple[int, ...]]:
+    """Parses a `.npy` header dict literal without `ast`.
+
+    Args:
+      header: the header text, e.g. `{'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }`.
+      source: `file:key` used in error messages.
+
+    Returns:
+      (dtype, fortran_order, shape).
+
+    Raises:
+      FeatureError: malformed header, structured or object dtype.
+    """
+    text = header.strip()
+    if not (text.startswith("{") and text.endswith("}")):
+        raise FeatureError(f"{source}: malformed .npy header {text[:80]!r}")
+    keys = set(_KEY_RE.findall(text))
+    if keys != _EXPECTED_KEYS:
+        raise FeatureError(f"{source}: .npy header has keys {sorted(keys)}, expected "
+                           f"{sorted(_EXPECTED_KEYS)}")
+    descr, fortran, shape = _DESCR_RE.search(text), _FORTRAN_RE.search(text), _SHAPE_RE.search(text)
+    if descr is None:
+        raise FeatureError(f"{source}: unsupported dtype in .npy header (structured arrays are "
+                           "not feature matrices)")
+    if fortran is None or shape is None:
+        raise FeatureError(f"{source}: malformed .npy header {text[:80]!r}")
+    try:
+        dtype = np.dtype(descr.group(1))
+    except TypeError:
+        raise FeatureError(f"{source}: unknown dtype {descr.group(1)!r}") from None
+    if dtype.hasobject or dtype.fields is not None:
+        raise FeatureError(f"{source}: dtype {dtype} needs pickle; refusing to load it")
+    dims = [d.strip() for d in shape.group(1).split(",") if d.strip()]
+    if not all(d.isdigit() for d in dims):
+        raise FeatureError(f"{source}: malformed shape ({shape.group(1)}) in .npy header")
+    return dtype, fortran.group(1) == "True", tuple(int(d) for d in dims)
+
+
+def _read_exact(stream, size: int, *, source: str) -> bytes:
+    data = stream.read(size)
+    if len(data) != size:
+        raise FeatureError(f"{source}: truncated .npy data ({len(data)} of {size} bytes)")
+    return data
+
+
+def read_npy_stream(stream, *, source: str) -> np.ndarray:
+    """Reads one `.npy` array from a binary stream (a zip member or a file)."""
+    magic = _read_exact(stream, len(NPY_MAGIC) + 2, source=source)
+    if magic[:len(NPY_MAGIC)] != NPY_MAGIC:
+        raise FeatureError(f"{source}: not a .npy array (bad magic bytes)")
+    major = magic[len(NPY_MAGIC)]
+    if major not in _HEADER_LENGTH_FORMAT:
+        raise FeatureError(f"{source}: unsupported .npy format version {major}")
+    length_format = _HEADER_LENGTH_FORMAT[major]
+    (header_length,) = struct.unpack(
+        length_format, _read_exact(stream, struct.calcsize(length_format), source=source))
+    encoding = "utf-8" if major == 3 else "latin1"
+    header = _read_exact(stream, header_length, source=source).decode(encoding, errors="replace")
+    dtype, fortran_order, shape = parse_npy_header(header, source=source)
+    array = np.empty(shape[::-1] if fortran_order else shape, dtype=dtype)
+    if array.nbytes:
+        # readinto fills the array's own buffer: one copy, and the result is writable.
+        view = memoryview(array).cast("B")
+        filled = 0
+        while filled < array.nbytes:
+            n = stream.readinto(view[filled:])
+            if not n:
+                raise FeatureError(
+                    f"{source}: truncated .npy data ({filled} of {array.nbytes} bytes)")
+            filled += n
+    return array.T if fortran_order else array
+
+
+class NpzArchive:
+    """A read-only `.npz` archive, safe to use from many threads (one archive per thread).
+
+    Mirrors the part of `numpy.lib.npyio.NpzFile` the readers use: `files` and
+    `archive[key]`. Use as a context manager.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FeatureError(f"{self.path}: feature file not found")
+        try:
+            self._zip = zipfile.ZipFile(self.path)
+        except (OSError, zipfile.BadZipFile, ValueError, EOFError) as e:
+            raise FeatureError(f"{self.path}: not a readable .npz file ({e})") from None
+        names = [n for n in self._zip.namelist() if n.endswith(".npy")]
+        self._members = {n[:-len(".npy")]: n for n in names}
+        self.files = list(self._members)
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        if key not in self._members:
+            raise FeatureError(f"{self.path}: missing key '{key}' (keys: {self.files})")
+        source = f"{self.path}:{key}"
+        try:
+            with self._zip.open(self._members[key]) as member:
+                return read_npy_stream(member, source=source)
+        except FeatureError:
+            raise
+        except (OSError, zipfile.BadZipFile, EOFError, ValueError, zlib.error,
+                NotImplementedError) as e:
+            raise FeatureError(f"{source}: corrupt archive member ({e})") from None
+
+    def close(self) -> None:
+        self._zip.close()
+
+    def __enter__(self) -> NpzArchive:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
