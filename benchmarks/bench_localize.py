@@ -86,9 +86,11 @@ def reference_run(config, split, clap_params, neutral_dir, out_path) -> dict:
         for r, c in zip(split.records, curves):
             if config.localizer == "fwhm":
                 out.append(reference.fwhm_reference(c, r.duration, num_windows=config.num_windows,
+                                                    frame_offset_s=config.frame_offset_s,
                                                     **config.fwhm.to_dict())[0])
             else:
                 out.append(reference.gmm_reference(c, r.duration, num_windows=config.num_windows,
+                                                   frame_offset_s=config.frame_offset_s,
                                                    **config.gmm.to_dict())[0])
         times["localize_s"] = time.perf_counter() - t0
     windows, valid = reference.to_arrays(out, config.num_windows)

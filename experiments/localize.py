@@ -2,13 +2,22 @@ r"""Training-free localization of a whole split (JointProj FWHM or background-co
 
   python -m experiments.localize --config=experiments/configs/localize.py:SYSTEM \
     --annotations=ANN.jsonl --audio_feats=FEATS/clap --text_feats=FEATS/clap_text \
-    --clap=CONVERTED_DIR [--neutral_feats=DIR] --output=PRED.jsonl \
-    [--timings=T.json] [--plot_qids=QID,QID --plot_dir=DIR]
+    --clap=CONVERTED_DIR [--neutral_feats=DIR | --tokenizer_dir=DIR] [--query_route=text] \
+    --output=PRED.jsonl [--timings=T.json] [--plot_qids=QID,QID --plot_dir=DIR]
 
-SYSTEM: backbone_cosine, jointproj_s1, jointproj_s2, jointproj_s3, gmm_simple, gmm_contrast.
+SYSTEM: backbone_cosine, jointproj_s1, jointproj_s2, jointproj_s3, gmm_simple, gmm_contrast;
+append ",clotho" for centre-cut Clotho-Moment features (frame offset -0.5 s, see the config).
 With annotated windows it prints the metrics table and, as its last stdout line, the JSON
 object of `experiments.evaluate`. With --all_systems every system runs on the split (loaded
-once), `--output` is a folder receiving `<system>.jsonl`, and one table is printed.
+once), `--output` is a folder receiving `<system>.jsonl`, and one table is printed; a --config
+given with it supplies the shared settings (e.g. `localize.py:jointproj_s1,clotho` for the
+Clotho frame offset).
+
+Raw-text routes (the converted MS-CLAP folder must hold GPT-2, `caption_encoder.base.*`):
+gmm_contrast without --neutral_feats encodes "background sound", "ambient noise", "background
+audio" through GPT-2 with the tokenizer of --tokenizer_dir (vocab.json + merges.txt);
+--query_route=text re-encodes every query from its raw text instead of the released
+end-of-text row (joint-space systems).
 """
 
 import os
@@ -24,7 +33,13 @@ _ANNOTATIONS = flags.DEFINE_string("annotations", None, "Annotation jsonl.", req
 _AUDIO = flags.DEFINE_string("audio_feats", None, "Folder of <vid>.npz audio features.", required=True)
 _TEXT = flags.DEFINE_string("text_feats", None, "Folder of qid<qid>.npz text features.", required=True)
 _CLAP = flags.DEFINE_string("clap", None, "Converted MS-CLAP folder (experiments.convert_clap).")
-_NEUTRAL = flags.DEFINE_string("neutral_feats", None, "Folder of the neutral-prompt text features.")
+_NEUTRAL = flags.DEFINE_string("neutral_feats", None, "Folder of the neutral-prompt text features "
+                               "(gmm_contrast; without it the phrases go through GPT-2).")
+_TOKENIZER = flags.DEFINE_string("tokenizer_dir", None,
+                                 "Local GPT-2 tokenizer folder (vocab.json, merges.txt) for the "
+                                 "raw-text routes.")
+_QUERY_ROUTE = flags.DEFINE_enum("query_route", pipeline.DEFAULT_QUERY_ROUTE, pipeline.QUERY_ROUTES,
+                                 "features: released end-of-text row; text: raw query via GPT-2.")
 _OUTPUT = flags.DEFINE_string("output", None, "Predictions jsonl (a folder with --all_systems).",
                               required=True)
 _TIMINGS = flags.DEFINE_string("timings", None, "Optional JSON file for the stage seconds.")
@@ -38,11 +53,13 @@ def main(argv):
     if _ALL.value:
         from experiments.configs import localize as localize_configs
 
-        configs = [localize_configs.get_config(s) for s in localize_configs.SYSTEMS]
+        configs = localize_configs.all_system_configs(_CONFIG.value)
         rows = pipeline.run_all_systems(configs, annotations=_ANNOTATIONS.value,
                                         audio_feats=_AUDIO.value, text_feats=_TEXT.value,
                                         output_dir=_OUTPUT.value, clap_dir=_CLAP.value,
-                                        neutral_feats=_NEUTRAL.value)
+                                        neutral_feats=_NEUTRAL.value,
+                                        tokenizer_dir=_TOKENIZER.value,
+                                        query_route=_QUERY_ROUTE.value)
         cli.log_outputs({"predictions": [os.path.join(_OUTPUT.value, f"{s}.jsonl") for s in rows],
                          "timings": os.path.join(_OUTPUT.value, "timings.json")})
         return
@@ -51,7 +68,8 @@ def main(argv):
     out = pipeline.run_localization(_CONFIG.value, annotations=_ANNOTATIONS.value,
                               audio_feats=_AUDIO.value, text_feats=_TEXT.value,
                               output=_OUTPUT.value, clap_dir=_CLAP.value,
-                              neutral_feats=_NEUTRAL.value, timings=_TIMINGS.value,
+                              neutral_feats=_NEUTRAL.value, tokenizer_dir=_TOKENIZER.value,
+                              query_route=_QUERY_ROUTE.value, timings=_TIMINGS.value,
                               plot_qids=_PLOT_QIDS.value, plot_dir=_PLOT_DIR.value)
     cli.log_outputs({"predictions": _OUTPUT.value, "timings": _TIMINGS.value,
                      "figures": out["plots"]})

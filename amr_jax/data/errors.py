@@ -18,3 +18,9 @@ class FeatureError(DataError):
 
     hint = ("check the feature folder flags (--audio_feats, --text_feats) and the file's layout "
             "(WORKSPACE.md, 'Data layout')")
+
+
+class ModelFileError(DataError):
+    """Missing or incomplete model files (converted weights, tokenizer); says what to pass."""
+
+    hint = "see WORKSPACE.md, 'Frame timing and raw-text routes'"

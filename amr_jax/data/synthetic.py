@@ -13,7 +13,11 @@ module builds a small generative "world" that stands in for them:
 - queries are bags of hashed word vectors in the semantic subspace; audio
   frames inside a query's windows contain that query's vector, every frame
   contains a slowly varying background ("background sound", "ambient noise",
-  "background audio") and a few unrelated distractor events.
+  "background audio") and a few unrelated distractor events;
+- frames sit in time as the real extractors cut them (`amr_jax.data.timing`):
+  CASTELLA frame i covers [i, i+1) s; Clotho-Moment is centre-cut (T = duration
+  + 1, frame i covers [i - 0.5, i + 0.5)), so an event's overlap with each frame
+  is measured on that frame's own interval.
 
 Everything here is synthetic and says so in the files it writes
 (`SYNTHETIC.json`). The world depends on `world_seed` only, so train, val and
@@ -35,6 +39,7 @@ import tqdm
 from absl import logging
 
 from amr_jax.data import features as features_lib
+from amr_jax.data.timing import FRAME_OFFSET_S
 from amr_jax.data.records import QueryRecord, read_annotations
 from amr_jax.io_utils import atomic_save_npz, atomic_write_text
 
@@ -170,17 +175,18 @@ class SyntheticWorld:
         return out.astype(np.float32)
 
     def audio_features(self, num_frames: int, events: list[tuple[np.ndarray, np.ndarray]],
-                       rng: np.random.Generator) -> np.ndarray:
+                       rng: np.random.Generator, *, frame_offset_s: float) -> np.ndarray:
         """[T, 768] float32 frames.
 
         Args:
           num_frames: T.
           events: (unit semantic vector [768], windows [K, 2] seconds) pairs; frame
-            i covers [i, i+1) and gets the vector scaled by its overlap.
+            i covers [i + o, i + 1 + o) and gets the vector scaled by its overlap.
           rng: randomness of this recording.
+          frame_offset_s: o, 0 for CASTELLA, -0.5 for centre-cut Clotho-Moment.
         """
         c = self.config
-        t = np.arange(num_frames, dtype=np.float64)
+        t = np.arange(num_frames, dtype=np.float64) + frame_offset_s
         fluct = _smooth_noise(rng, num_frames, c.fluct_dims, c.fluct_smoothing) * c.fluct_amplitude
         ambience = self.semantic_projector @ rng.standard_normal(DIM)
         ambience /= np.linalg.norm(ambience)
@@ -353,7 +359,8 @@ def generate_split(preset: str, output: str | os.PathLike, *, seed: int = 0, wor
             start = float(vrng.uniform(0, max(1.0, frames - length)))
             events.append((world.distractor_vector(vrng), np.asarray([[start, start + length]])))
         atomic_save_npz(features_lib.audio_feature_path(output / "clap", vid),
-                        features=world.audio_features(frames, events, vrng))
+                        features=world.audio_features(frames, events, vrng,
+                                                      frame_offset_s=FRAME_OFFSET_S[preset]))
         for q in queries:
             qrng = np.random.default_rng([seed, 3, zlib.crc32(q.key.encode("utf-8"))])
             atomic_save_npz(features_lib.text_feature_path(output / "clap_text", q.qid),
@@ -372,6 +379,7 @@ def generate_split(preset: str, output: str | os.PathLike, *, seed: int = 0, wor
     summary = {
         "SYNTHETIC": "features and MS-CLAP weights are synthetic stand-ins, not real data",
         "preset": preset, "seed": seed, "world_seed": world_seed,
+        "frame_offset_s": FRAME_OFFSET_S[preset],
         "annotations_source": str(annotations) if annotations else None,
         "num_queries": len(records), "num_recordings": len(vids), "num_frames": int(sum(frames)),
         "checkpoints": [p.name for p in checkpoints],

@@ -9,8 +9,9 @@
   optionally next to a trained QD-DETR's mean IoU on the same queries (report Table III).
 * figures: relevance curves with ground truth and predicted windows (PNG per qid).
 
-Frame `i` covers `[i, i + 1)` s and counts as inside a window `[st, en]` when its centre
-`i + 0.5` lies in it.
+Frame `i` covers `[i + o, i + 1 + o)` s (`o` = the config's `frame_offset_s`: 0 for CASTELLA,
+-0.5 for centre-cut Clotho-Moment) and counts as inside a window `[st, en]` when its centre
+`i + 0.5 + o` lies in it.
 """
 
 from __future__ import annotations
@@ -49,9 +50,10 @@ def win_rate(own: jax.Array, other: jax.Array, mask: jax.Array) -> dict:
             "mean_peak_mismatched": float(jnp.mean(other_peak))}
 
 
-def frame_labels(windows: np.ndarray, window_mask: np.ndarray, t_len: int) -> np.ndarray:
+def frame_labels(windows: np.ndarray, window_mask: np.ndarray, t_len: int, *,
+                 frame_offset_s: float) -> np.ndarray:
     """`[B, W, 2]` seconds + `[B, W]` mask -> `[B, T]` bool, frame centre inside a window."""
-    centre = np.arange(t_len)[None, None, :] + 0.5
+    centre = np.arange(t_len)[None, None, :] + 0.5 + frame_offset_s
     inside = (centre >= windows[..., :1]) & (centre <= windows[..., 1:2]) & window_mask[..., None]
     return inside.any(axis=1)
 
@@ -164,7 +166,7 @@ def plot_queries(records: Sequence[QueryRecord], result, qids: Sequence[str],
         i = index[str(qid)]
         r = records[i]
         n = int(result.mask[i].sum())
-        t = np.arange(n) + 0.5  # frame i covers [i, i+1): draw it at its centre
+        t = np.arange(n) + 0.5 + result.frame_offset_s  # frame centres (seconds)
         fig, ax = plt.subplots(figsize=(10, 3.6))
         raw = np.asarray(result.curves[i, :n])
         ax.plot(t, raw, lw=0.8, color="0.55", label="relevance (raw)")
@@ -216,7 +218,9 @@ def run_diagnostics(config: ml_collections.ConfigDict, *, annotations: str | os.
                     audio_feats: str | os.PathLike, text_feats: str | os.PathLike,
                     clap_dir: str | os.PathLike, neutral_feats: str | os.PathLike | None = None,
                     output: str | os.PathLike | None = None,
-                    detr_workdir: str | os.PathLike | None = None) -> dict:
+                    detr_workdir: str | os.PathLike | None = None,
+                    tokenizer_dir: str | os.PathLike | None = None,
+                    query_route: str = "features") -> dict:
     """Backbone and joint-space win rate and rank-AUC, and the GMM IoU-by-Delta table.
 
     Args:
@@ -224,10 +228,11 @@ def run_diagnostics(config: ml_collections.ConfigDict, *, annotations: str | os.
         block and GMM settings are used).
       annotations, audio_feats, text_feats: an annotated split.
       clap_dir: converted MS-CLAP folder.
-      neutral_feats: neutral-prompt text features (for gmm_contrast).
+      neutral_feats: neutral-prompt text features (for gmm_contrast; else GPT-2 + tokenizer).
       output: optional JSON path for the result.
       detr_workdir: optional trained (or converted) QD-DETR workdir; its top-1 window
         IoU is averaged over the same Delta bins (`detr_mean_iou` in each row).
+      tokenizer_dir, query_route: the raw-text route, as `pipeline.run_localization`.
 
     Returns:
       {"backbone": {...}, "joint": {...}, "iou_by_delta": [...], "gmm_system": str,
@@ -244,6 +249,7 @@ def run_diagnostics(config: ml_collections.ConfigDict, *, annotations: str | os.
                        progress=config.progress)
     if not is_annotated(split.records):
         raise ValueError(f"{annotations}: diagnostics need ground-truth windows")
+    pipeline.check_timing(split, config.frame_offset_s)
     arrays = pipeline.split_arrays(split, max_frames=config.max_frames,
                                    frame_bucket=config.frame_bucket)
     partners = mismatched_partners(len(split.records), config.diagnostics.seed)
@@ -256,12 +262,13 @@ def run_diagnostics(config: ml_collections.ConfigDict, *, annotations: str | os.
     for i, r in enumerate(split.records):
         gt[i, : len(r.windows)] = r.windows
         gt_mask[i, : len(r.windows)] = True
-    labels = frame_labels(gt, gt_mask, t_len)
+    labels = frame_labels(gt, gt_mask, t_len, frame_offset_s=config.frame_offset_s)
 
     result = {"gmm_system": config.system}
     # The GMM system's embedding (joint space, plus the neutral direction for contrast) also
     # serves the joint-space diagnostics: each recording is projected once.
-    embedded = pipeline.embed_split(config, arrays, clap_dir=clap_dir, neutral_feats=neutral_feats)
+    embedded = pipeline.embed_split(config, arrays, clap_dir=clap_dir, neutral_feats=neutral_feats,
+                                    tokenizer_dir=tokenizer_dir, query_route=query_route)
     backbone_config = ml_collections.ConfigDict(config.to_dict())
     backbone_config.relevance = "backbone"
     backbone = pipeline.embed_split(backbone_config, arrays, clap_dir=None, neutral_feats=None)

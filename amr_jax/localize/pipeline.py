@@ -4,6 +4,12 @@
 recording once into the MS-CLAP joint space (shared by its queries), computes every relevance
 curve and localizes every query in jitted batch calls, writes the predictions atomically and
 scores them when the annotations carry windows.
+
+Queries are embedded from the released end-of-text row (`query_route="features"`) or from their
+raw text through MS-CLAP's GPT-2 (`query_route="text"`, needs GPT-2 weights in the converted
+folder and `tokenizer_dir`); gmm_contrast's neutral direction comes from `neutral_feats` when
+given, else from the three phrases through GPT-2. Frames are mapped to seconds with the
+config's `frame_offset_s`; a split whose lengths suggest the other convention is warned about.
 """
 
 from __future__ import annotations
@@ -24,12 +30,17 @@ import numpy as np
 from absl import logging
 
 from amr_jax import saliency
+from amr_jax.data import timing
 from amr_jax.data.loader import Split, load_split
 from amr_jax.data.records import is_annotated
+from amr_jax.errors import UsageError
 from amr_jax.eval import metrics as metrics_lib
 from amr_jax.eval import predictions as predictions_lib
 from amr_jax.io_utils import atomic_write_text
 from amr_jax.localize import systems
+
+QUERY_ROUTES = ("features", "text")
+DEFAULT_QUERY_ROUTE = "features"
 
 
 @dataclasses.dataclass
@@ -45,6 +56,7 @@ class SplitArrays:
       query_slot: `[B]` int32 position of the query among its recording's queries.
       slot_query: `[N, S]` int32 query of each slot, -1 where empty.
       duration: `[B]` float32 seconds.
+      query_text: the B raw query strings (the raw-text route).
     """
 
     audio: np.ndarray
@@ -55,6 +67,7 @@ class SplitArrays:
     query_slot: np.ndarray
     slot_query: np.ndarray
     duration: np.ndarray
+    query_text: list[str]
 
 
 @dataclasses.dataclass
@@ -108,36 +121,90 @@ def split_arrays(split: Split, *, max_frames: int, frame_bucket: int) -> SplitAr
     duration = np.asarray([r.duration for r in split.records], np.float32)
     return SplitArrays(audio=audio, audio_mask=audio_mask, text=text, text_mask=text_mask,
                        query_recording=query_recording.astype(np.int32), query_slot=query_slot,
-                       slot_query=slot_query, duration=duration)
+                       slot_query=slot_query, duration=duration,
+                       query_text=[r.query for r in split.records])
 
 
 def embed_split(config: ml_collections.ConfigDict, arrays: SplitArrays, *,
                 clap_dir: str | os.PathLike | None,
-                neutral_feats: str | os.PathLike | None) -> Embedded:
+                neutral_feats: str | os.PathLike | None,
+                tokenizer_dir: str | os.PathLike | None = None,
+                query_route: str = DEFAULT_QUERY_ROUTE) -> Embedded:
     """Audio frames and query vectors for the configured relevance.
 
     backbone: the raw 768-d rows and end-of-text rows (cosine is taken later);
-    joint / contrast: MS-CLAP heads, each recording projected once.
+    joint / contrast: MS-CLAP heads, each recording projected once; the queries from their
+    end-of-text rows (`query_route="features"`) or their raw text through GPT-2 (`"text"`).
+    contrast also gets the neutral direction (`neutral_direction`).
+
+    Raises:
+      ValueError: a missing --clap.
+      UsageError: an unknown route, or the text route for backbone_cosine.
+      ModelFileError: the text route (asked for, or needed for the neutral direction) without
+        GPT-2 weights or tokenizer files; the message names what is missing.
     """
+    if query_route not in QUERY_ROUTES:
+        raise UsageError(f"unknown query route {query_route!r}; expected one of {QUERY_ROUTES}")
     if config.relevance == "backbone":
+        if query_route != "features":
+            raise UsageError(f"{config.system} compares the released 768-d end-of-text rows with "
+                             "the raw audio rows; --query_route=text applies to the joint-space "
+                             "systems only")
         last = arrays.text_mask.sum(-1) - 1
         queries = arrays.text[np.arange(len(last)), last]
         return Embedded(audio=jax.device_put(arrays.audio), queries=queries, neutral=None)
     if not clap_dir:
         raise ValueError(f"system {config.system} needs --clap (a converted MS-CLAP folder)")
     from amr_jax.clap import convert, embed  # heavy imports only for the joint-space systems
+    from amr_jax.clap.text_route import require_tokenizer
 
     clap = convert.load_converted(clap_dir).to_model()
-    audio = _project_packed(embed.project_audio, clap, arrays.audio, arrays.audio_mask,
-                            chunk_size=config.embed_chunk, progress=config.progress)
-    queries = embed.embed_query_from_features(clap, arrays.text, arrays.text_mask)
+    # Every missing piece of the raw-text route is reported before any heavy work.
+    tokenizer = None
+    if query_route == "text":
+        tokenizer = require_tokenizer(clap, clap_dir=clap_dir, tokenizer_dir=tokenizer_dir,
+                                      needed_for="--query_route=text")
     neutral = None
     if config.relevance == "contrast":
-        if not neutral_feats:
-            raise ValueError(f"system {config.system} needs --neutral_feats (folder with "
-                             "background_sound.npz, ambient_noise.npz, background_audio.npz)")
-        neutral = embed.neutral_embedding(clap, neutral_feats_dir=neutral_feats)
+        neutral = neutral_direction(config, clap, clap_dir=clap_dir, neutral_feats=neutral_feats,
+                                    tokenizer_dir=tokenizer_dir, tokenizer=tokenizer)
+    if query_route == "text":
+        queries = embed.embed_query_from_text(clap, tokenizer, arrays.query_text,
+                                              progress=config.progress)
+        logging.info("%d queries embedded from their raw text through GPT-2", len(queries))
+    else:
+        queries = embed.embed_query_from_features(clap, arrays.text, arrays.text_mask)
+    audio = _project_packed(embed.project_audio, clap, arrays.audio, arrays.audio_mask,
+                            chunk_size=config.embed_chunk, progress=config.progress)
     return Embedded(audio=audio, queries=queries, neutral=neutral)
+
+
+def neutral_direction(config: ml_collections.ConfigDict, clap, *,
+                      clap_dir: str | os.PathLike | None,
+                      neutral_feats: str | os.PathLike | None,
+                      tokenizer_dir: str | os.PathLike | None, tokenizer=None) -> np.ndarray:
+    """The `[E]` neutral direction of the contrast trace.
+
+    From the three neutral text-feature files in `neutral_feats` when given (the released
+    route); otherwise from the phrases themselves through GPT-2 and the caption head, which
+    needs GPT-2 weights in `clap_dir` and a tokenizer (`tokenizer`, or `tokenizer_dir`).
+    """
+    from amr_jax.clap import embed
+    from amr_jax.clap.text_route import require_tokenizer
+
+    if neutral_feats:
+        logging.info("neutral direction from the text features in %s", neutral_feats)
+        return embed.neutral_embedding(clap, neutral_feats_dir=neutral_feats)
+    if tokenizer is None:
+        files = ", ".join(embed.neutral_feature_path("", p).name for p in embed.NEUTRAL_PROMPTS)
+        tokenizer = require_tokenizer(
+            clap, clap_dir=clap_dir, tokenizer_dir=tokenizer_dir,
+            needed_for=f"{config.system}'s neutral direction from the phrases "
+                       f"{', '.join(map(repr, embed.NEUTRAL_PROMPTS))} (no --neutral_feats given)",
+            otherwise=f"; or pass --neutral_feats=DIR holding {files}")
+    logging.info("neutral direction from the phrases %s through GPT-2",
+                 ", ".join(map(repr, embed.NEUTRAL_PROMPTS)))
+    return embed.neutral_embedding(clap, tokenizer=tokenizer)
 
 
 def _project_packed(project, clap, audio: np.ndarray, mask: np.ndarray, **kwargs) -> jax.Array:
@@ -187,9 +254,11 @@ def localize_curves(config: ml_collections.ConfigDict, curves: jax.Array, mask: 
     """Runs the configured localizer on `[B, T]` curves."""
     if config.localizer == "fwhm":
         return systems.fwhm_localize(curves, mask, duration, num_windows=config.num_windows,
+                                     frame_offset_s=config.frame_offset_s,
                                      **config.fwhm.to_dict())
     if config.localizer == "gmm":
         return systems.gmm_localize(curves, mask, duration, num_windows=config.num_windows,
+                                    frame_offset_s=config.frame_offset_s,
                                     **config.gmm.to_dict())
     raise ValueError(f"unknown localizer {config.localizer!r}")
 
@@ -203,6 +272,7 @@ class LocalizeResult:
       curves: `[B, T]` raw relevance; mask: `[B, T]`.
       details: the localizer's output (smoothed curve, posterior, mixtures...) as numpy.
       compile_s, localize_s: compilation and run seconds (relevance + localizer).
+      frame_offset_s: frame `i` covers `[i + o, i + 1 + o)` s (for plots).
     """
 
     windows: np.ndarray
@@ -212,6 +282,7 @@ class LocalizeResult:
     details: object
     compile_s: float
     localize_s: float
+    frame_offset_s: float
 
 
 def _chunk_rows(x: np.ndarray, start: int, size: int) -> np.ndarray:
@@ -260,7 +331,8 @@ def localize_split(config: ml_collections.ConfigDict, arrays: SplitArrays,
                 jax.ShapeDtypeStruct((chunk, t_len), jnp.bool_),
                 jax.ShapeDtypeStruct((chunk,), jnp.float32))
     settings = json.dumps({k: config[k].to_dict() if hasattr(config[k], "to_dict") else config[k]
-                           for k in ("localizer", "num_windows", "fwhm", "gmm")}, sort_keys=True)
+                           for k in ("localizer", "num_windows", "frame_offset_s", "fwhm", "gmm")},
+                          sort_keys=True)
     loc_exec, loc_compile_s = _compiled(("localize", settings, chunk, t_len),
                                         functools.partial(localize_curves, config), loc_args)
     compile_s = rel_compile_s + loc_compile_s
@@ -277,13 +349,16 @@ def localize_split(config: ml_collections.ConfigDict, arrays: SplitArrays,
     host = [jax.tree.map(np.asarray, o) for o in outputs]
     merged = jax.tree.map(lambda *xs: np.concatenate(xs)[:num_queries], *host)
     return LocalizeResult(windows=merged.windows, valid=merged.valid, curves=np.asarray(curves)[:num_queries],
-                          mask=mask, details=merged, compile_s=compile_s, localize_s=localize_s)
+                          mask=mask, details=merged, compile_s=compile_s, localize_s=localize_s,
+                          frame_offset_s=config.frame_offset_s)
 
 
 def run_localization(config: ml_collections.ConfigDict, *, annotations: str | os.PathLike,
                      audio_feats: str | os.PathLike, text_feats: str | os.PathLike,
                      output: str | os.PathLike, clap_dir: str | os.PathLike | None = None,
                      neutral_feats: str | os.PathLike | None = None,
+                     tokenizer_dir: str | os.PathLike | None = None,
+                     query_route: str = DEFAULT_QUERY_ROUTE,
                      timings: str | os.PathLike | None = None,
                      plot_qids: Sequence[str] = (), plot_dir: str | os.PathLike | None = None,
                      split: Split | None = None, arrays: SplitArrays | None = None,
@@ -295,7 +370,10 @@ def run_localization(config: ml_collections.ConfigDict, *, annotations: str | os
       annotations, audio_feats, text_feats: the split (DCASE layout).
       output: predictions jsonl (written atomically).
       clap_dir: converted MS-CLAP folder (joint-space systems).
-      neutral_feats: folder of the three neutral-prompt text features (gmm_contrast).
+      neutral_feats: folder of the three neutral-prompt text features (gmm_contrast); without
+        it the phrases are encoded through GPT-2 (needs `tokenizer_dir`).
+      tokenizer_dir: local GPT-2 tokenizer folder (vocab.json, merges.txt) of the raw-text route.
+      query_route: "features" (released end-of-text row) or "text" (raw query through GPT-2).
       timings: optional JSON path for the stage seconds.
       plot_qids: qids to draw (PNG per qid in `plot_dir`).
       plot_dir: folder of the figures; default `<output stem>_plots` beside the output.
@@ -306,19 +384,21 @@ def run_localization(config: ml_collections.ConfigDict, *, annotations: str | os
 
     Returns:
       {"system", "metrics" (None on blind sets), "timings", "result" (LocalizeResult),
-       "plots" (paths of the figures written)}.
+       "plots" (paths of the figures written), "embedded" (the Embedded the localizer used)}.
     """
     start = time.perf_counter()
     if split is None:
         split = load_split(annotations, audio_feats, text_feats, num_workers=config.num_workers,
                            progress=config.progress)
+        check_timing(split, config.frame_offset_s)
     load_s = time.perf_counter() - start
 
     t0 = time.perf_counter()
     if arrays is None:
         arrays = split_arrays(split, max_frames=config.max_frames, frame_bucket=config.frame_bucket)
     if embedded is None:
-        embedded = embed_split(config, arrays, clap_dir=clap_dir, neutral_feats=neutral_feats)
+        embedded = embed_split(config, arrays, clap_dir=clap_dir, neutral_feats=neutral_feats,
+                               tokenizer_dir=tokenizer_dir, query_route=query_route)
     embed_s = time.perf_counter() - t0
 
     result = localize_split(config, arrays, embedded)
@@ -350,15 +430,14 @@ def run_localization(config: ml_collections.ConfigDict, *, annotations: str | os
             print(report_text(config.system, metrics))
             print(summary_json_line(metrics), flush=True)
     return {"system": config.system, "metrics": metrics, "timings": times, "result": result,
-            "plots": plots}
+            "plots": plots, "embedded": embedded}
 
 
-def _first_rows(arrays: SplitArrays) -> SplitArrays:
-    """A one-recording, one-query view (for embedding what does not depend on the split)."""
-    return SplitArrays(audio=arrays.audio[:1], audio_mask=arrays.audio_mask[:1],
-                       text=arrays.text[:1], text_mask=arrays.text_mask[:1],
-                       query_recording=np.zeros(1, np.int32), query_slot=np.zeros(1, np.int32),
-                       slot_query=np.zeros((1, 1), np.int32), duration=arrays.duration[:1])
+def check_timing(split: Split, frame_offset_s: float) -> str | None:
+    """Warns when the split's feature lengths suggest the other frame convention."""
+    return timing.check_frame_convention(
+        split.records, {v: a.shape[0] for v, a in split.audio.items()},
+        frame_offset_s=frame_offset_s)
 
 
 def run_all_systems(configs: Sequence[ml_collections.ConfigDict], *,
@@ -366,8 +445,13 @@ def run_all_systems(configs: Sequence[ml_collections.ConfigDict], *,
                     text_feats: str | os.PathLike, output_dir: str | os.PathLike,
                     clap_dir: str | os.PathLike | None = None,
                     neutral_feats: str | os.PathLike | None = None,
+                    tokenizer_dir: str | os.PathLike | None = None,
+                    query_route: str = DEFAULT_QUERY_ROUTE,
                     print_table: bool = True) -> dict[str, dict | None]:
     """Runs several systems on one split (loaded and projected once), prints one table.
+
+    `neutral_feats`, `tokenizer_dir`, `query_route` as `run_localization`; backbone_cosine
+    always reads the released end-of-text rows (the raw-text route is a joint-space route).
 
     Writes `<output_dir>/<system>.jsonl` and `<output_dir>/timings.json`. Returns
     `{system: metrics}` as `metrics.compute_metrics` gives them (None on blind sets).
@@ -377,6 +461,8 @@ def run_all_systems(configs: Sequence[ml_collections.ConfigDict], *,
     first = configs[0]
     split = load_split(annotations, audio_feats, text_feats, num_workers=first.num_workers,
                        progress=first.progress)
+    for offset in dict.fromkeys(c.frame_offset_s for c in configs):
+        check_timing(split, offset)
     arrays = split_arrays(split, max_frames=first.max_frames, frame_bucket=first.frame_bucket)
     # Every joint-space system shares one projection of the split; contrast adds `n` to it.
     joint: Embedded | None = None
@@ -385,17 +471,25 @@ def run_all_systems(configs: Sequence[ml_collections.ConfigDict], *,
         same_shapes = (config.max_frames, config.frame_bucket) == (first.max_frames,
                                                                     first.frame_bucket)
         embedded = None
+        route = query_route if config.relevance != "backbone" else "features"
+        if route != query_route:
+            logging.info("%s reads the released end-of-text rows (query route %r is for the "
+                         "joint-space systems)", config.system, query_route)
+        routes = {"clap_dir": clap_dir, "neutral_feats": neutral_feats,
+                  "tokenizer_dir": tokenizer_dir, "query_route": route}
         if same_shapes and config.relevance != "backbone":
             if joint is None:
-                joint = embed_split(config, arrays, clap_dir=clap_dir, neutral_feats=neutral_feats)
+                joint = embed_split(config, arrays, **routes)
             embedded = joint
             if config.relevance == "contrast" and joint.neutral is None:
-                embedded = joint = dataclasses.replace(
-                    joint, neutral=embed_split(config, _first_rows(arrays), clap_dir=clap_dir,
-                                               neutral_feats=neutral_feats).neutral)
+                from amr_jax.clap import convert
+
+                clap = convert.load_converted(clap_dir).to_model()
+                embedded = joint = dataclasses.replace(joint, neutral=neutral_direction(
+                    config, clap, clap_dir=clap_dir, neutral_feats=neutral_feats,
+                    tokenizer_dir=tokenizer_dir))
         out = run_localization(config, annotations=annotations, audio_feats=audio_feats,
-                               text_feats=text_feats, clap_dir=clap_dir,
-                               neutral_feats=neutral_feats, split=split, print_report=False,
+                               text_feats=text_feats, split=split, print_report=False, **routes,
                                arrays=arrays if same_shapes else None, embedded=embedded,
                                output=Path(output_dir) / f"{config.system}.jsonl")
         times[config.system] = {k: round(v, 4) for k, v in out["timings"].items()}

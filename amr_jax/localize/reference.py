@@ -1,7 +1,8 @@
 """Per-query numpy / scipy / sklearn implementations of the training-free localizers.
 
 The same semantics as `amr_jax.localize.systems`, one query at a time, written the obvious way
-with `scipy.ndimage`, `scipy.signal` and `sklearn.mixture`. Used by the parity tests and as the
+with `scipy.ndimage`, `scipy.signal` and `sklearn.mixture`. Frame `i` covers seconds
+`[i + frame_offset_s, i + 1 + frame_offset_s)`. Used by the parity tests and as the
 baseline of `benchmarks/bench_localize.py`. scipy and sklearn are imported inside the functions.
 """
 
@@ -27,24 +28,30 @@ def clamp_window(start: float, end: float, duration: float) -> tuple[float, floa
     return start, end
 
 
-def _fwhm_window(y: np.ndarray, peak: int, rel_height: float, duration: float):
+def _fwhm_window(y: np.ndarray, peak: int, rel_height: float, duration: float,
+                 frame_offset_s: float):
     from scipy.signal import peak_widths
 
     with warnings.catch_warnings():
         # A maximum at the row end has prominence 0 and zero width; scipy warns, we accept.
         warnings.simplefilter("ignore")
         _, _, left, right = peak_widths(y, [peak], rel_height=rel_height)
-    return clamp_window(float(np.round(left[0] + 0.5)), float(np.round(right[0] + 0.5)), duration)
+    # Frame i is centred on second i + 0.5 + frame_offset_s; boundaries are whole seconds.
+    centre = 0.5 + frame_offset_s
+    return clamp_window(float(np.round(left[0] + centre)), float(np.round(right[0] + centre)),
+                        duration)
 
 
 def fwhm_reference(curve: np.ndarray, duration: float, *, smooth_k: int, rel_height: float,
-                   min_prominence: float, num_windows: int) -> tuple[list[list[float]], bool]:
+                   min_prominence: float, num_windows: int,
+                   frame_offset_s: float) -> tuple[list[list[float]], bool]:
     """JointProj FWHM localization of one query.
 
     Args:
       curve: `[n]` relevance of the valid frames.
       duration: seconds.
-      smooth_k, rel_height, min_prominence, num_windows: as `systems.fwhm_localize`.
+      smooth_k, rel_height, min_prominence, num_windows, frame_offset_s: as
+        `systems.fwhm_localize`.
 
     Returns:
       (windows `[[start_s, end_s, score], ...]` best first, used_fallback).
@@ -60,7 +67,7 @@ def fwhm_reference(curve: np.ndarray, duration: float, *, smooth_k: int, rel_hei
     order = np.argsort(-y[found], kind="stable")[:num_windows]
     out = []
     for p in found[order]:
-        st, en = _fwhm_window(y, int(p), rel_height, duration)
+        st, en = _fwhm_window(y, int(p), rel_height, duration, frame_offset_s)
         out.append([st, en, float(y[p])])
     return out, fallback
 
@@ -81,7 +88,8 @@ def fit_mixture_reference(c: np.ndarray, *, n_init: int, tol: float, max_iter: i
 def gmm_reference(trace: np.ndarray, duration: float, *, sigma: float, truncate: float,
                   n_init: int, tol: float, max_iter: int, reg_covar: float, seed: int,
                   threshold: float, peak_weight: float, fallback_rel_height: float,
-                  flat_eps: float, num_windows: int) -> tuple[list[list[float]], dict]:
+                  flat_eps: float, num_windows: int,
+                  frame_offset_s: float) -> tuple[list[list[float]], dict]:
     """Background-contrast GMM localization of one query.
 
     Args:
@@ -117,13 +125,14 @@ def gmm_reference(trace: np.ndarray, duration: float, *, sigma: float, truncate:
     info["fallback"] = not runs
     if not runs:
         p = int(np.argmax(c))
-        st, en = _fwhm_window(c, p, fallback_rel_height, duration)
+        st, en = _fwhm_window(c, p, fallback_rel_height, duration, frame_offset_s)
         return [[st, en, float(info["posterior"][p] + peak_weight * c[p])]], info
     order = sorted(range(len(runs)), key=lambda i: -runs[i][0])[:num_windows]  # stable
     out = []
     for i in order:
         score, a, b = runs[i]
-        st, en = clamp_window(float(a), float(b), duration)
+        # Frames a .. b-1 span [a + o, b + o) seconds.
+        st, en = clamp_window(a + frame_offset_s, b + frame_offset_s, duration)
         out.append([st, en, float(score)])
     return out, info
 

@@ -5,7 +5,9 @@
 mixture per query, runs of the relevant posterior (background-contrast GMM). Both take padded
 curves `[B, T]` with a prefix mask and durations `[B]`, and return `[B, K, 3]` windows
 `(start_s, end_s, score)` best first with a `[B, K]` validity mask. Frame `i` covers seconds
-`[i, i + 1)`. Every hyperparameter is keyword-only and comes from the config.
+`[i + o, i + 1 + o)` with the frame offset `o = frame_offset_s` of the split (0 for CASTELLA,
+-0.5 for centre-cut Clotho-Moment; see `amr_jax.data.timing`). Every hyperparameter is
+keyword-only and comes from the config.
 """
 
 from __future__ import annotations
@@ -55,9 +57,15 @@ class MixtureLocalization:
     flat: jax.Array
 
 
-def _fwhm_seconds(props: peaks.PeakProperties, duration: jax.Array):
-    # Crossing positions are frame indices; frame centres sit at +0.5 s.
-    return ranking.clamp_window(jnp.round(props.left_ips + 0.5), jnp.round(props.right_ips + 0.5),
+def _fwhm_seconds(left_ips: jax.Array, right_ips: jax.Array, duration: jax.Array,
+                  frame_offset_s: float | jax.Array):
+    """Crossing positions (fractional frame indices) -> whole seconds, clamped.
+
+    Frame `i`'s centre sits at `i + 0.5 + frame_offset_s` seconds. The shift is one constant so
+    that offset 0 adds exactly 0.5, as before the offset existed.
+    """
+    shift = 0.5 + frame_offset_s
+    return ranking.clamp_window(jnp.round(left_ips + shift), jnp.round(right_ips + shift),
                                 duration)
 
 
@@ -66,13 +74,15 @@ def _first_argmax(x: jax.Array, mask: jax.Array) -> jax.Array:
 
 
 def fwhm_localize(curve: jax.Array, mask: jax.Array, duration: jax.Array, *, smooth_k: int,
-                  rel_height: float, min_prominence: float, num_windows: int) -> Localization:
+                  rel_height: float, min_prominence: float, num_windows: int,
+                  frame_offset_s: float | jax.Array) -> Localization:
     """Prominent peaks of the standardized, box-smoothed curve with their FWHM windows.
 
     Per row: z-score over valid frames, `uniform_filter1d(size=smooth_k, mode="nearest")`,
     peaks as `find_peaks(prominence=min_prominence)`, windows
-    `[round(left_ips + 0.5), round(right_ips + 0.5)]` from `peak_widths(rel_height)` (at least
-    1 s, inside the duration), ranked by smoothed height, which is the score. Without a
+    `[round(left_ips + 0.5 + o), round(right_ips + 0.5 + o)]` from `peak_widths(rel_height)`
+    (`o = frame_offset_s`; at least 1 s, inside the duration), ranked by smoothed height, which
+    is the score. Without a
     qualifying peak the global maximum (first one) is used with its scipy prominence/width.
 
     Args:
@@ -83,6 +93,7 @@ def fwhm_localize(curve: jax.Array, mask: jax.Array, duration: jax.Array, *, smo
       rel_height: relative height of the width measurement.
       min_prominence: minimum prominence (inclusive) in standardized units.
       num_windows: K.
+      frame_offset_s: frame `i` covers `[i + o, i + 1 + o)` s (float, or a traced scalar).
 
     Returns:
       Localization.
@@ -100,7 +111,7 @@ def fwhm_localize(curve: jax.Array, mask: jax.Array, duration: jax.Array, *, smo
     left = use(top_props.left_ips, found.left_ips)
     right = use(top_props.right_ips, found.right_ips)
     score = use(jnp.take_along_axis(y, top, axis=1), found.height)
-    start, end = ranking.clamp_window(jnp.round(left + 0.5), jnp.round(right + 0.5), duration)
+    start, end = _fwhm_seconds(left, right, duration, frame_offset_s)
     windows = jnp.where(valid[..., None], jnp.stack([start, end, score], axis=-1), 0.0)
     return Localization(windows=windows.astype(jnp.float32), valid=valid, curve=y,
                         fallback=fallback)
@@ -109,12 +120,14 @@ def fwhm_localize(curve: jax.Array, mask: jax.Array, duration: jax.Array, *, smo
 def gmm_localize(trace: jax.Array, mask: jax.Array, duration: jax.Array, *, sigma: float,
                  truncate: float, n_init: int, tol: float, max_iter: int, reg_covar: float,
                  seed: int, threshold: float, peak_weight: float, fallback_rel_height: float,
-                 flat_eps: float, num_windows: int) -> MixtureLocalization:
+                 flat_eps: float, num_windows: int,
+                 frame_offset_s: float | jax.Array) -> MixtureLocalization:
     """Runs of the relevant-component posterior of a per-query two-component mixture.
 
     Per row: `c~ = gaussian_filter1d(trace, sigma, truncate=truncate)`; mixture by EM
     (`amr_jax.localize.gmm`); `gamma` = posterior of the higher-mean component; each run of
-    `gamma >= threshold` over frames `a..b-1` gives the window `[a, b]` seconds scored
+    `gamma >= threshold` over frames `a..b-1` gives the window `[a + o, b + o]` seconds
+    (`o = frame_offset_s`, not rounded) scored
     `mean(gamma) + peak_weight * max(c~)`; ranked, top K. A row with fewer than 2 valid
     frames or `max(c~) - min(c~) <= flat_eps` is flat: no mixture is used. Flat rows and rows
     with no run get one window: the FWHM window (at `fallback_rel_height`) of the first maximum
@@ -131,6 +144,7 @@ def gmm_localize(trace: jax.Array, mask: jax.Array, duration: jax.Array, *, sigm
       fallback_rel_height: relative height of the fallback window's width.
       flat_eps: spread at or below which a row is flat.
       num_windows: K.
+      frame_offset_s: frame `i` covers `[i + o, i + 1 + o)` s (float, or a traced scalar).
 
     Returns:
       MixtureLocalization.
@@ -147,12 +161,13 @@ def gmm_localize(trace: jax.Array, mask: jax.Array, duration: jax.Array, *, sigm
                                    peak_weight=peak_weight)
     t_len = c.shape[1]
     frames = jnp.broadcast_to(jnp.arange(t_len, dtype=c.dtype), c.shape)
-    seg_start, seg_end = ranking.clamp_window(frames, segs.end.astype(c.dtype), duration)
+    seg_start, seg_end = ranking.clamp_window(frames + frame_offset_s,
+                                              segs.end.astype(c.dtype) + frame_offset_s, duration)
     fallback = ~jnp.any(segs.is_start, axis=-1)
 
     peak = _first_argmax(c, mask)[:, None]
     props = peaks.peak_properties(c, mask, peak, rel_height=fallback_rel_height)
-    fb_start, fb_end = _fwhm_seconds(props, duration)
+    fb_start, fb_end = _fwhm_seconds(props.left_ips, props.right_ips, duration, frame_offset_s)
     fb_score = (jnp.take_along_axis(gamma, peak, axis=1)
                 + peak_weight * jnp.take_along_axis(c, peak, axis=1))
     # The fallback occupies candidate slot 0; rows that have runs never use it.

@@ -2,7 +2,8 @@ r"""Training-free localization systems (JointProj FWHM peaks, background-contras
 
   python -m experiments.localize --config=experiments/configs/localize.py:SYSTEM \
     --annotations=ANN.jsonl --audio_feats=FEATS/clap --text_feats=FEATS/clap_text \
-    --clap=CONVERTED_DIR [--neutral_feats=DIR] --output=PRED.jsonl [--timings=T.json]
+    --clap=CONVERTED_DIR [--neutral_feats=DIR | --tokenizer_dir=DIR] [--query_route=text] \
+    --output=PRED.jsonl [--timings=T.json]
 
 SYSTEM is one of
   backbone_cosine  cosine of raw 768-d audio rows with the end-of-text row, then FWHM (as s1);
@@ -10,9 +11,30 @@ SYSTEM is one of
   jointproj_s2     smooth_k=7;
   jointproj_s3     rel_height=0.45;
   gmm_simple       joint-space trace, Gaussian smoothing, two-component GMM posterior runs;
-  gmm_contrast     as gmm_simple on s_t - <a_t, n> (needs --neutral_feats).
+  gmm_contrast     as gmm_simple on s_t - <a_t, n> (needs --neutral_feats, or GPT-2 in the
+                   --clap folder and --tokenizer_dir).
 Append ",runlocal" (e.g. `localize.py:gmm_contrast,runlocal`) for a quick run: fewer EM
 initializations and iterations and no progress bars.
+
+Frame timing (`config.frame_offset_s`): frame `i` covers `[i + o, i + 1 + o)` seconds. The
+dataset preset sets `o`:
+  ",castella" (the default)  o = 0:    CASTELLA features are whole 1 s windows from 0 s
+                                      (`T = duration`, capped at 300);
+  ",clotho"                  o = -0.5: Clotho-Moment features are centre-cut (`T = duration + 1`,
+                                      frame i centred on second i), e.g.
+                                      `localize.py:gmm_contrast,clotho` (`,clotho,runlocal` works).
+Any other centre-cut split: `--config.frame_offset_s=-0.5`. The FWHM windows are then
+`[round(left_ips + 0.5 + o), round(right_ips + 0.5 + o)]` and a GMM run of frames `a..b-1` is
+`[a + o, b + o]` (both clipped to `[0, duration]`, at least 1 s). When most recordings' lengths
+suggest the other convention (`T = duration + 1` with o = 0, or `T = duration` with o = -0.5),
+the run logs a warning naming example vids (`amr_jax.data.timing`).
+
+Query and neutral routes (flags of experiments.localize / experiments.diagnose, not config):
+`--query_route=features` (default) embeds each query from the released end-of-text row of its
+text features; `--query_route=text` re-encodes the raw query text with the GPT-2 held by the
+converted MS-CLAP folder (`caption_encoder.base.*`) and the tokenizer of `--tokenizer_dir`
+(a local folder with vocab.json and merges.txt). gmm_contrast's neutral direction comes from
+`--neutral_feats` when given, otherwise from the three phrases through the same GPT-2 route.
 
 Published development figures (real features, official scorer): JointProj s1 on Clotho-Moment
 val R1@0.7 46.0 / mAP 42.5 (backbone cosine 13.2 / 12.4); GMM+contrast on CASTELLA test
@@ -21,6 +43,10 @@ R1@0.7 13.5 / mAP 10.0 (GMM simple 11.9 / 9.2). Synthetic splits give other numb
 
 import ml_collections
 
+from amr_jax.data.timing import FRAME_OFFSET_S
+
+# config option -> dataset whose frame convention it selects
+DATASETS = {"castella": "castella", "clotho": "clotho_moment", "clotho_moment": "clotho_moment"}
 SYSTEMS = ("backbone_cosine", "jointproj_s1", "jointproj_s2", "jointproj_s3", "gmm_simple",
            "gmm_contrast")
 
@@ -40,8 +66,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     system, options = parts[0], set(parts[1:])
     if system not in _SYSTEM_TABLE:
         raise ValueError(f"unknown system {system!r}; expected one of {', '.join(SYSTEMS)}")
-    if options - {"runlocal"}:
-        raise ValueError(f"unknown config options {sorted(options - {'runlocal'})} (only 'runlocal')")
+    known = {"runlocal"} | set(DATASETS)
+    if options - known:
+        raise ValueError(f"unknown config options {sorted(options - known)} "
+                         f"(expected any of {sorted(known)})")
+    datasets = sorted(options & set(DATASETS))
+    if len({DATASETS[d] for d in datasets}) > 1:
+        raise ValueError(f"config options name two datasets: {datasets}")
+    dataset = DATASETS[datasets[0]] if datasets else "castella"
     relevance, localizer, fwhm_overrides = _SYSTEM_TABLE[system]
 
     config = ml_collections.ConfigDict()
@@ -49,6 +81,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.relevance = relevance        # "backbone" | "joint" | "contrast"
     config.localizer = localizer        # "fwhm" | "gmm"
     config.num_windows = 10             # predictions kept per query (the scorer reads 10)
+    # Frame i covers [i + o, i + 1 + o) s: 0 for CASTELLA, -0.5 for centre-cut Clotho-Moment.
+    config.frame_offset_s = FRAME_OFFSET_S[dataset]
 
     # Shapes: every recording is padded to one frame length, the longest in the split rounded
     # up to `frame_bucket` and capped at `max_frames` (longer recordings are truncated).
@@ -91,3 +125,25 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.progress = False
     config.lock()
     return config
+
+
+# What makes a system a system; every other field is a property of the run or the split.
+_PER_SYSTEM_FIELDS = ("system", "relevance", "localizer", "fwhm")
+
+
+def all_system_configs(base: ml_collections.ConfigDict | None = None
+                       ) -> list[ml_collections.ConfigDict]:
+    """One config per system (`--all_systems`), in `SYSTEMS` order.
+
+    With `base` (the `--config` of the run, e.g. `localize.py:gmm_contrast,clotho,runlocal` with
+    overrides), every system takes base's split- and run-level fields (frame offset, shapes,
+    workers, progress, GMM and diagnostics blocks); each keeps its own relevance, localizer and
+    FWHM block.
+    """
+    configs = []
+    for system in SYSTEMS:
+        config = get_config(system)
+        if base is not None:
+            config.update({k: v for k, v in base.to_dict().items() if k not in _PER_SYSTEM_FIELDS})
+        configs.append(config)
+    return configs

@@ -142,14 +142,15 @@ def reference_tokenize(directory: Path, texts):
     )
 
 
-def tiny_gpt2(vocab_size: int, seed: int = 0, n_embd: int = 48, n_layer: int = 2, n_head: int = 4):
+def tiny_gpt2(vocab_size: int, seed: int = 0, n_embd: int = 48, n_layer: int = 2, n_head: int = 4,
+              n_inner: int | None = None):
     """A randomly initialized transformers.GPT2Model (no download)."""
     import torch
     import transformers
 
     cfg = transformers.GPT2Config(
         vocab_size=vocab_size, n_positions=80, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
-        bos_token_id=vocab_size - 1, eos_token_id=vocab_size - 1,
+        n_inner=n_inner, bos_token_id=vocab_size - 1, eos_token_id=vocab_size - 1,
     )
     torch.manual_seed(seed)
     model = transformers.GPT2Model(cfg).eval()
@@ -165,3 +166,30 @@ def jit_call(module, *args):
     from flax import nnx
 
     return np.asarray(nnx.jit(lambda m, *a: m(*a))(module, *args))
+
+
+def torch_text_embedding(vocab_dir: Path, hf, head, texts) -> np.ndarray:
+    """MS-CLAP's caption route in torch: transformers tokenizer with MS-CLAP's steps, GPT-2,
+    the row `count(ids != 0) - 1`, the caption head, L2 norm. `[B, out]` float32."""
+    import torch
+    import torch.nn.functional as F
+
+    ids, mask = reference_tokenize(vocab_dir, texts)
+    ids, mask = torch.from_numpy(ids), torch.from_numpy(mask)
+    with torch.no_grad():
+        hidden = hf(input_ids=ids, attention_mask=mask).last_hidden_state
+        seq = torch.ne(ids, 0).sum(-1) - 1
+        pooled = hidden[torch.arange(len(texts)), seq]
+        return F.normalize(head(pooled), dim=-1).numpy()
+
+
+def torch_caption_head(sd: dict[str, np.ndarray]):
+    """TorchProjection (eval) holding the checkpoint's `caption_encoder.projection.*`."""
+    import torch
+
+    d_out, d_in = sd["caption_encoder.projection.linear1.weight"].shape
+    head = torch_projection_class()(d_in, d_out).eval()
+    head.load_state_dict(
+        {k: torch.from_numpy(np.asarray(sd[f"caption_encoder.projection.{k}"])) for k in HEAD_SUFFIXES}
+    )
+    return head

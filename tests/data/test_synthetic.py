@@ -50,6 +50,7 @@ def test_deterministic_per_seed(tmp_path):
     b = generate_split("clotho_moment", tmp_path / "b", seed=3, num_recordings=4, progress=False)
     c = generate_split("clotho_moment", tmp_path / "c", seed=4, num_recordings=4, progress=False)
     assert a["num_frames"] == 4 * 61  # Clotho-Moment: duration + 1 frames
+    assert a["frame_offset_s"] == -0.5  # centre-cut: frame i covers [i - 0.5, i + 0.5)
     assert (tmp_path / "a/annotations.jsonl").read_text() == (tmp_path / "b/annotations.jsonl").read_text()
     assert (tmp_path / "a/annotations.jsonl").read_text() != (tmp_path / "c/annotations.jsonl").read_text()
     vid = read_annotations(tmp_path / "a/annotations.jsonl")[0].vid

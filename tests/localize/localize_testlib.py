@@ -25,9 +25,22 @@ prominent_peaks = jax.jit(peaks.prominent_peaks,
                           static_argnames=("min_prominence", "rel_height", "num_peaks"))
 fit_mixture = jax.jit(functools.partial(gmm.fit_mixture, **{k: GMM[k] for k in (
     "n_init", "tol", "max_iter", "reg_covar", "seed")}))
-fwhm_s1 = jax.jit(functools.partial(systems.fwhm_localize, **FWHM_S1))
-fwhm_s3 = jax.jit(functools.partial(systems.fwhm_localize, **FWHM_S3))
-gmm_localize = jax.jit(functools.partial(systems.gmm_localize, **GMM))
+# The frame offset is a traced argument, so both conventions share one compilation.
+_fwhm_s1 = jax.jit(functools.partial(systems.fwhm_localize, **FWHM_S1))
+_fwhm_s3 = jax.jit(functools.partial(systems.fwhm_localize, **FWHM_S3))
+_gmm_localize = jax.jit(functools.partial(systems.gmm_localize, **GMM))
+
+
+def fwhm_s1(curve, mask, duration, frame_offset_s=0.0):
+    return _fwhm_s1(curve, mask, duration, frame_offset_s=np.float32(frame_offset_s))
+
+
+def fwhm_s3(curve, mask, duration, frame_offset_s=0.0):
+    return _fwhm_s3(curve, mask, duration, frame_offset_s=np.float32(frame_offset_s))
+
+
+def gmm_localize(trace, mask, duration, frame_offset_s=0.0):
+    return _gmm_localize(trace, mask, duration, frame_offset_s=np.float32(frame_offset_s))
 
 
 def pad_rows(rows: list[np.ndarray], t_pad: int = T_PAD, *, fill: float = 0.0,

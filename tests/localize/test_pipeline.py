@@ -84,9 +84,11 @@ def test_kernels_and_scipy_reference_give_the_same_metrics(split_dir, tmp_path, 
         curve = res.curves[i, : res.mask[i].sum()]
         if config.localizer == "fwhm":
             ref.append(reference.fwhm_reference(curve, r.duration, num_windows=10,
+                                                frame_offset_s=config.frame_offset_s,
                                                 **config.fwhm.to_dict())[0])
         else:
             ref.append(reference.gmm_reference(curve, r.duration, num_windows=10,
+                                               frame_offset_s=config.frame_offset_s,
                                                **config.gmm.to_dict())[0])
     ref_w, ref_v = reference.to_arrays(ref, 10)
     ours = metrics.brief(out["metrics"])
