@@ -1,7 +1,7 @@
 """QD-DETR training speed: ms per optimizer step at batch 32, 300 frames.
 
   python benchmarks/bench_train_detr.py [--batch=32] [--frames=300] [--tokens=32] [--repeats=5]
-      [--components=true]
+      [--components=true] [--reference_rows=true]
 
 Rows (same random batch, same run; median of --repeats after one warm-up):
   - train step (jit): the trainer's full step (forward with dropout and the
@@ -35,6 +35,8 @@ _FRAMES = flags.DEFINE_integer("frames", 300, "Audio frames per query (padded le
 _TOKENS = flags.DEFINE_integer("tokens", 32, "Text tokens per query (padded length).")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repeats (median reported).")
 _COMPONENTS = flags.DEFINE_bool("components", True, "Also time each seed-003 component.")
+_REFERENCE_ROWS = flags.DEFINE_bool("reference_rows", True,
+                                    "Time the first table (ours vs the reference style).")
 
 
 def _median_ms(fn, repeats):
@@ -79,6 +81,9 @@ def main(argv):
         saliency_neg=np.tile([[2, 40]], (b, 1)).astype(np.int32), saliency_labels=labels)
 
     mesh = trainer.data_mesh()
+    if not _REFERENCE_ROWS.value:
+        _component_table(inputs, targets, mesh, repeats=_REPEATS.value)
+        return
     programs, state = trainer.build_programs(config, steps_per_epoch=100,
                                              model_factory=trainer.build_qd_detr, mesh=mesh)
     key = jax.random.PRNGKey(0)
@@ -184,41 +189,51 @@ def _component_table(inputs, targets, mesh, *, repeats):
     key = jax.random.PRNGKey(0)
     duration = np.full((b,), float(t), np.float32)
     split = _host_split(b, t, inputs.text.shape[1])
-    rows = []
+    # Compile (and warm up) every program first, then time them in interleaved
+    # rounds, so that a change of load on a shared machine hits every row alike.
+    calls = {}
     for name, variant, changes in COMPONENTS:
         config = qd_detr.get_config(variant)
         programs, state = trainer.build_programs(config, steps_per_epoch=100,
                                                  model_factory=trainer.build_qd_detr, mesh=mesh)
         dev_inputs, dev_targets = programs.shard(inputs), programs.shard(targets)
-        train_ms = predict_ms = host_ms = None
-        if changes[0]:
-            holder = {"state": state}
+        holder = {"state": state}
 
-            def step():
-                holder["state"], m = programs.train_step(holder["state"], programs.rest,
-                                                         dev_inputs, dev_targets, key)
-                jax.block_until_ready(m["loss"])
+        def train(programs=programs, holder=holder, dev_inputs=dev_inputs,
+                  dev_targets=dev_targets):
+            holder["state"], m = programs.train_step(holder["state"], programs.rest, dev_inputs,
+                                                     dev_targets, key)
+            jax.block_until_ready(m["loss"])
 
-            train_ms = _median_ms(step, repeats)
-            state = holder["state"]
-        if changes[1]:
-            predict_ms = _median_ms(lambda: jax.block_until_ready(programs.predict_step(
-                state.params, programs.rest, dev_inputs, programs.shard(duration))), repeats)
-        if changes[2]:
-            rng = np.random.default_rng(0)
-            host_ms = _median_ms(lambda: make_detr_batch(
-                split, split.records, max_frames=t, max_tokens=config.data.max_tokens,
-                max_windows=config.data.max_windows, rng=rng,
-                saliency_label_mode=config.data.saliency_labels), repeats)
-        rows.append((name, train_ms, predict_ms, host_ms))
-        print(f"  timed {name}", file=sys.stderr, flush=True)
+        def predict(programs=programs, holder=holder, dev_inputs=dev_inputs):
+            jax.block_until_ready(programs.predict_step(
+                holder["state"].params, programs.rest, dev_inputs, programs.shard(duration)))
+
+        def host(config=config, rng=np.random.default_rng(0)):
+            make_detr_batch(split, split.records, max_frames=t, max_tokens=config.data.max_tokens,
+                            max_windows=config.data.max_windows, rng=rng,
+                            saliency_label_mode=config.data.saliency_labels)
+
+        for column, (changed, fn) in enumerate(zip(changes, (train, predict, host))):
+            if changed:
+                fn()
+                calls[name, column] = fn
+        print(f"  compiled {name}", file=sys.stderr, flush=True)
+    times = {k: [] for k in calls}
+    for r in range(repeats):
+        for k, fn in calls.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+        print(f"  round {r + 1}/{repeats}", file=sys.stderr, flush=True)
     print()
-    print(f"Seed-003 components, ms per call (batch {b}, {t} frames; median of {repeats}; "
-          "'= plain': program unchanged)")
+    print(f"Seed-003 components, ms per call (batch {b}, {t} frames; median of {repeats} "
+          "interleaved rounds; '= plain': program unchanged)")
     print(f"{'component':<36} {'train step':>11} {'predict step':>13} {'host targets':>13}")
     print("-" * 76)
-    for name, *values in rows:
-        cells = ["= plain" if v is None else f"{v:.1f}" for v in values]
+    for name, _, _ in COMPONENTS:
+        cells = [f"{1e3 * sorted(times[name, c])[repeats // 2]:.1f}" if (name, c) in times
+                 else "= plain" for c in range(3)]
         print(f"{name:<36} {cells[0]:>11} {cells[1]:>13} {cells[2]:>13}")
 
 
