@@ -1,6 +1,7 @@
 """QD-DETR training speed: ms per optimizer step at batch 32, 300 frames.
 
   python benchmarks/bench_train_detr.py [--batch=32] [--frames=300] [--tokens=32] [--repeats=5]
+      [--components=true] [--reference_rows=true]
 
 Rows (same random batch, same run; median of --repeats after one warm-up):
   - train step (jit): the trainer's full step (forward with dropout and the
@@ -13,6 +14,14 @@ Rows (same random batch, same run; median of --repeats after one warm-up):
 The default model has no torch counterpart here, so the end-to-end reference
 number is not measured; the criterion rows compare the part that moved from
 host to device. Compile time of the train step is reported separately.
+
+With --components (default), a second table gives the cost of each seed-003
+component (configs `qd_detr.py:<variant>`) next to plain QD-DETR on the same
+batch: the jitted train step, the jitted predict step (forward + post-
+processing, batch --batch) and the host-side target construction
+(`make_detr_batch`, where dense saliency labels are built). A component that
+leaves a program unchanged shows "= plain" (dense saliency changes no device
+program; short proposals change only the predict step).
 """
 
 import sys
@@ -25,6 +34,9 @@ _BATCH = flags.DEFINE_integer("batch", 32, "Queries per step.")
 _FRAMES = flags.DEFINE_integer("frames", 300, "Audio frames per query (padded length).")
 _TOKENS = flags.DEFINE_integer("tokens", 32, "Text tokens per query (padded length).")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repeats (median reported).")
+_COMPONENTS = flags.DEFINE_bool("components", True, "Also time each seed-003 component.")
+_REFERENCE_ROWS = flags.DEFINE_bool("reference_rows", True,
+                                    "Time the first table (ours vs the reference style).")
 
 
 def _median_ms(fn, repeats):
@@ -69,6 +81,9 @@ def main(argv):
         saliency_neg=np.tile([[2, 40]], (b, 1)).astype(np.int32), saliency_labels=labels)
 
     mesh = trainer.data_mesh()
+    if not _REFERENCE_ROWS.value:
+        _component_table(inputs, targets, mesh, repeats=_REPEATS.value)
+        return
     programs, state = trainer.build_programs(config, steps_per_epoch=100,
                                              model_factory=trainer.build_qd_detr, mesh=mesh)
     key = jax.random.PRNGKey(0)
@@ -127,6 +142,99 @@ def main(argv):
                      ("criterion, scipy + torch (reference style)", ref_ms)]:
         print(f"{name:<44} {ms:>10.1f}")
     print(f"{'train step compile (s)':<44} {compile_s:>10.1f}")
+    if _COMPONENTS.value:
+        _component_table(inputs, targets, mesh, repeats=_REPEATS.value)
+
+
+# Which programs a component changes: (train step, predict step, host targets).
+COMPONENTS = (("plain QD-DETR", None, (True, True, True)),
+              ("+ quality head, loss, re-ranking", "quality", (True, True, False)),
+              ("+ boundary hard negatives", "boundary", (True, False, False)),
+              ("+ dense all-window saliency", "dense_saliency", (False, False, True)),
+              ("+ short proposals + NMS", "short", (False, True, False)),
+              ("+ all components", "all", (True, True, True)))
+
+
+def _host_split(batch, frames, tokens, seed=0):
+    """In-memory split of `batch` queries over `frames`-frame recordings, 1-5 windows each."""
+    import numpy as np
+
+    from amr_jax.data.loader import Split
+    from amr_jax.data.records import QueryRecord
+
+    rng = np.random.default_rng(seed)
+    audio = {f"v{i}": rng.normal(size=(frames, 768)).astype(np.float32) for i in range(4)}
+    records, text = [], {}
+    for i in range(batch):
+        k = int(rng.integers(1, 6))
+        st = np.sort(rng.choice(frames - 10, k, replace=False)).astype(np.float64)
+        win = np.stack([st, st + rng.integers(1, 10, k)], -1)
+        rec = QueryRecord(qid=i, query="q", duration=float(frames), vid=f"v{i % 4}",
+                          windows=win.astype(np.float32), raw_windows=win)
+        records.append(rec)
+        text[rec.key] = rng.normal(size=(tokens, 768)).astype(np.float32)
+    return Split(records=records, audio=audio, text=text, vids=list(audio),
+                 annotations=Path("synthetic.jsonl"))
+
+
+def _component_table(inputs, targets, mesh, *, repeats):
+    import jax
+    import numpy as np
+
+    from amr_jax.detr.inputs import make_detr_batch
+    from amr_jax.train import trainer
+    from experiments.configs import qd_detr
+
+    b, t, _ = inputs.audio.shape
+    key = jax.random.PRNGKey(0)
+    duration = np.full((b,), float(t), np.float32)
+    split = _host_split(b, t, inputs.text.shape[1])
+    # Compile (and warm up) every program first, then time them in interleaved
+    # rounds, so that a change of load on a shared machine hits every row alike.
+    calls = {}
+    for name, variant, changes in COMPONENTS:
+        config = qd_detr.get_config(variant)
+        programs, state = trainer.build_programs(config, steps_per_epoch=100,
+                                                 model_factory=trainer.build_qd_detr, mesh=mesh)
+        dev_inputs, dev_targets = programs.shard(inputs), programs.shard(targets)
+        holder = {"state": state}
+
+        def train(programs=programs, holder=holder, dev_inputs=dev_inputs,
+                  dev_targets=dev_targets):
+            holder["state"], m = programs.train_step(holder["state"], programs.rest, dev_inputs,
+                                                     dev_targets, key)
+            jax.block_until_ready(m["loss"])
+
+        def predict(programs=programs, holder=holder, dev_inputs=dev_inputs):
+            jax.block_until_ready(programs.predict_step(
+                holder["state"].params, programs.rest, dev_inputs, programs.shard(duration)))
+
+        def host(config=config, rng=np.random.default_rng(0)):
+            make_detr_batch(split, split.records, max_frames=t, max_tokens=config.data.max_tokens,
+                            max_windows=config.data.max_windows, rng=rng,
+                            saliency_label_mode=config.data.saliency_labels)
+
+        for column, (changed, fn) in enumerate(zip(changes, (train, predict, host))):
+            if changed:
+                fn()
+                calls[name, column] = fn
+        print(f"  compiled {name}", file=sys.stderr, flush=True)
+    times = {k: [] for k in calls}
+    for r in range(repeats):
+        for k, fn in calls.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+        print(f"  round {r + 1}/{repeats}", file=sys.stderr, flush=True)
+    print()
+    print(f"Seed-003 components, ms per call (batch {b}, {t} frames; median of {repeats} "
+          "interleaved rounds; '= plain': program unchanged)")
+    print(f"{'component':<36} {'train step':>11} {'predict step':>13} {'host targets':>13}")
+    print("-" * 76)
+    for name, _, _ in COMPONENTS:
+        cells = [f"{1e3 * sorted(times[name, c])[repeats // 2]:.1f}" if (name, c) in times
+                 else "= plain" for c in range(3)]
+        print(f"{name:<36} {cells[0]:>11} {cells[1]:>13} {cells[2]:>13}")
 
 
 if __name__ == "__main__":

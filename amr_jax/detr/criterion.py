@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from amr_jax.detr import losses
+from amr_jax.detr import boundary, losses
 from amr_jax.detr.inputs import DetrTargets
 from amr_jax.detr.matcher import Matching, hungarian_match
 
@@ -133,15 +133,59 @@ def make_saliency_term(*, margin: float, tau: float, num_ranks: int) -> FinalTer
     return saliency_term
 
 
+def quality_term(layer, targets: DetrTargets, matching: Matching, frame_mask) -> jax.Array:
+    """Mean |q - IoU| over matched pairs (needs `pred_quality` from the model's quality head)."""
+    del frame_mask
+    if "pred_quality" not in layer:
+        raise KeyError("the quality loss needs `pred_quality` in the model outputs: set "
+                       "config.model.quality_head = True")
+    pred = matched_spans(layer["pred_spans"], matching)
+    quality = jnp.take_along_axis(layer["pred_quality"], matching.src_for_target, axis=1)
+    return _safe_mean(losses.quality_l1(quality, pred, targets.spans, matching.target_mask),
+                      matching.target_mask)
+
+
+def make_boundary_term(*, candidate_iou: tuple[float, float], negative_iou: tuple[float, float],
+                       margin: float, factors: tuple[float, ...], eps: float) -> FinalTerm:
+    """Boundary hard negatives on the final decoder layer (`amr_jax.detr.boundary`)."""
+    def boundary_term(outputs, targets: DetrTargets, frame_mask) -> jax.Array:
+        del frame_mask
+        loss, qualifies = boundary.boundary_candidate_losses(
+            outputs["pred_spans"], targets.spans, targets.span_mask,
+            candidate_iou=candidate_iou, negative_iou=negative_iou, margin=margin,
+            factors=factors)
+        prob_fg = jax.nn.softmax(outputs["pred_logits"], axis=-1)[..., 0]
+        return boundary.score_weighted_mean(loss, qualifies, prob_fg, eps=eps)
+    return boundary_term
+
+
 def build_criterion(config: ml_collections.ConfigDict) -> SetCriterion:
-    """The reference QD-DETR objective from the `loss` sub-config."""
-    return SetCriterion(
-        cost_span=config.cost_span, cost_giou=config.cost_giou, cost_class=config.cost_class,
-        weights={"span": config.span_weight, "giou": config.giou_weight,
-                 "label": config.label_weight, "saliency": config.saliency_weight},
-        layer_terms={"span": span_term, "giou": giou_term,
-                     "label": make_label_term(eos_coef=config.eos_coef)},
-        final_terms={"saliency": make_saliency_term(
-            margin=config.saliency_margin, tau=config.saliency_tau,
-            num_ranks=config.saliency_num_ranks)},
-    )
+    """The QD-DETR objective from the `loss` sub-config.
+
+    The reference terms (span, giou, label on every decoder layer; saliency)
+    are always present. The seed-003 terms are added when their weight is
+    positive (a zero weight leaves the reference objective untouched):
+    `quality` (layer term, every layer) and `boundary` (final layer only).
+    """
+    weights = {"span": config.span_weight, "giou": config.giou_weight,
+               "label": config.label_weight, "saliency": config.saliency_weight}
+    layer_terms = {"span": span_term, "giou": giou_term,
+                   "label": make_label_term(eos_coef=config.eos_coef)}
+    final_terms = {"saliency": make_saliency_term(
+        margin=config.saliency_margin, tau=config.saliency_tau,
+        num_ranks=config.saliency_num_ranks)}
+    if config.quality_weight > 0:
+        weights["quality"] = config.quality_weight
+        layer_terms["quality"] = quality_term
+    if config.boundary_weight > 0:
+        weights["boundary"] = config.boundary_weight
+        final_terms["boundary"] = make_boundary_term(
+            candidate_iou=(config.boundary_candidate_iou_min, config.boundary_candidate_iou_max),
+            negative_iou=(config.boundary_negative_iou_min, config.boundary_negative_iou_max),
+            margin=config.boundary_margin,
+            factors=boundary.boundary_factors(config.boundary_num_factors,
+                                              config.boundary_factor_step),
+            eps=config.boundary_eps)
+    return SetCriterion(cost_span=config.cost_span, cost_giou=config.cost_giou,
+                        cost_class=config.cost_class, weights=weights, layer_terms=layer_terms,
+                        final_terms=final_terms)

@@ -33,6 +33,7 @@ import numpy as np
 from amr_jax.data.batching import make_query_batch
 from amr_jax.data.loader import Split
 from amr_jax.data.records import QueryRecord
+from amr_jax.detr.dense_saliency import all_window_saliency_labels
 from amr_jax.detr.layout import DCASE, check_text_lengths, get_layout
 from amr_jax.types import QueryBatch
 
@@ -214,6 +215,7 @@ def span_labels(batch: QueryBatch, *, clip_length: float = 1.0) -> tuple[np.ndar
 def make_detr_batch(split: Split, records: Sequence[QueryRecord], *, max_frames: int,
                     max_tokens: int, max_windows: int, rng: np.random.Generator | None,
                     clip_length: float = 1.0, layout: str = DCASE,
+                    saliency_label_mode: str = "first_window",
                     ) -> tuple[DetrInputs, DetrTargets | None, QueryBatch]:
     """Builds the model inputs and, for training, the targets of `records`.
 
@@ -226,6 +228,8 @@ def make_detr_batch(split: Split, records: Sequence[QueryRecord], *, max_frames:
         evaluation (no targets are built, the windows keep their file order).
       clip_length: seconds per frame.
       layout: input layout name (see `amr_jax.detr.layout`).
+      saliency_label_mode: "first_window" (reference) or "all_windows" (dense
+        labels from every window, `amr_jax.detr.dense_saliency`).
 
     Returns:
       (inputs, targets or None, query batch); the query batch carries the raw
@@ -250,8 +254,17 @@ def make_detr_batch(split: Split, records: Sequence[QueryRecord], *, max_frames:
         max_frames=max_frames, max_tokens=max_tokens, max_windows=max_windows)
     inputs = detr_inputs(batch, layout)
     ctx_len = inputs.audio_mask.sum(axis=1)
-    pos, neg, labels = zip(*(saliency_labels(w[0], int(c), max_frames, rng, clip_length=clip_length)
-                             for w, c in zip(ordered, ctx_len)))
+    if saliency_label_mode == "first_window":
+        pos, neg, labels = zip(*(saliency_labels(w[0], int(c), max_frames, rng,
+                                                 clip_length=clip_length)
+                                 for w, c in zip(ordered, ctx_len)))
+    elif saliency_label_mode == "all_windows":
+        pos, neg, labels = zip(*(all_window_saliency_labels(w, int(c), max_frames, rng,
+                                                            clip_length=clip_length)
+                                 for w, c in zip(ordered, ctx_len)))
+    else:
+        raise ValueError(f"unknown saliency label mode {saliency_label_mode!r} (expected "
+                         "'first_window' or 'all_windows')")
     spans, span_mask = span_labels(batch, clip_length=clip_length)
     targets = DetrTargets(spans=spans, span_mask=span_mask, saliency_pos=np.stack(pos),
                           saliency_neg=np.stack(neg), saliency_labels=np.stack(labels))

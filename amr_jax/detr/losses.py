@@ -127,3 +127,26 @@ def saliency_negative_pair(scores_neg: jax.Array, mask: jax.Array) -> jax.Array:
     Computed as softplus(s), the stable form of the same quantity.
     """
     return jnp.where(mask, jax.nn.softplus(scores_neg), 0.0).sum(axis=1)
+
+
+def quality_l1(pred_quality: jax.Array, pred: jax.Array, target: jax.Array,
+               mask: jax.Array) -> jax.Array:
+    """Quality-head loss of matched pairs (seed 003 eq. 2, DESIGN 9.3).
+
+    Args:
+      pred_quality: [B, W] quality q in (0, 1) of the prediction matched to each
+        target slot.
+      pred: [B, W, 2] matched predictions, normalized (center, width).
+      target: [B, W, 2] targets, same layout.
+      mask: [B, W] bool, True on real pairs.
+
+    Returns:
+      [B, W] `|q - IoU(pred, target)|` with the IoU (true union, normalized
+      (start, end)) held constant (stop-gradient); 0 where masked. The
+      criterion averages over matched pairs.
+    """
+    tgt = safe_target_spans(target, mask)
+    iou = span_ops.pairwise_iou(span_ops.cxw_to_xx(pred)[..., :, None, :],
+                                span_ops.cxw_to_xx(tgt)[..., :, None, :])[..., 0, 0]
+    iou = jax.lax.stop_gradient(iou)
+    return jnp.where(mask, jnp.abs(pred_quality - iou), 0.0)

@@ -79,6 +79,11 @@ def default_model_config() -> ml_collections.ConfigDict:
     # batch rows are misordered (see `reference_t2v_attn_mask`). Off: padded
     # text is masked per row only, so each row is independent of the batch.
     c.t2v_reference_mask = False
+    # --- Seed 003 refinements (DESIGN 9.3); off in the reference model. ---
+    # Quality head: q = sigmoid(MLP(h)) on every decoder layer's output,
+    # returned as `pred_quality`; built last, so it leaves the initial values
+    # of every other parameter unchanged.
+    c.quality_head = False
     return c
 
 
@@ -504,6 +509,10 @@ class QDDETR(nnx.Module):
         self.span_embed = layers.MLP(d, d, 2, 3, xavier=False, rngs=rngs)
         self.saliency_proj1 = layers.linear(d, d, xavier=False, rngs=rngs)
         self.saliency_proj2 = layers.linear(d, d, xavier=False, rngs=rngs)
+        # MLP(d, d, 1, 2 layers, ReLU), PyTorch-default init like the other heads.
+        self.quality_embed = (
+            layers.MLP(d, d, 1, 2, xavier=False, rngs=rngs) if c.quality_head else None
+        )
 
     def encode(
         self,
@@ -576,7 +585,8 @@ class QDDETR(nnx.Module):
             `saliency_scores` [B, T] (padded frames hold arbitrary values),
             `saliency_scores_neg` [B, T] when `negatives`, and `aux_outputs`,
             a tuple of `{pred_logits, pred_spans}` for each decoder layer but
-            the last.
+            the last. With `quality_head`, the final and every auxiliary dict
+            also hold `pred_quality` [B, Q] in (0, 1).
         """
         if negatives is None:
             negatives = not deterministic
@@ -635,15 +645,18 @@ class QDDETR(nnx.Module):
         logits = self.class_embed(hs)  # [N_dec, B, Q, 2]
         spans = jax.nn.sigmoid(self.span_embed(hs) + inverse_sigmoid(anchors))
 
-        out = {
-            "pred_logits": logits[-1],
-            "pred_spans": spans[-1],
-            "saliency_scores": saliency[:batch],
-            "aux_outputs": tuple(
-                {"pred_logits": logits[i], "pred_spans": spans[i]}
-                for i in range(logits.shape[0] - 1)
-            ),
-        }
+        layer_outputs = [
+            {"pred_logits": logits[i], "pred_spans": spans[i]} for i in range(logits.shape[0])
+        ]
+        if self.quality_embed is not None:
+            quality = jax.nn.sigmoid(self.quality_embed(hs)[..., 0])  # [N_dec, B, Q]
+            for i, layer_out in enumerate(layer_outputs):
+                layer_out["pred_quality"] = quality[i]
+        out = dict(
+            layer_outputs[-1],
+            saliency_scores=saliency[:batch],
+            aux_outputs=tuple(layer_outputs[:-1]),
+        )
         if negatives:
             out["saliency_scores_neg"] = saliency[batch:]
         return out

@@ -115,3 +115,62 @@ def _restore_params(workdir: Path, state_like: TrainState, *, prefer_best: bool)
                 state = mgr.restore(step, args=ocp.args.StandardRestore(_abstract(state_like)))
                 return state.params, f"latest checkpoint ({LATEST_DIR}/{step})"
     raise FileNotFoundError(f"{workdir}: no checkpoint in {BEST_DIR}/ or {LATEST_DIR}/")
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint's parameters do not have the names and shapes of the model's."""
+
+
+def _flat_shapes(tree, *, strip_value: bool) -> dict[str, tuple[int, ...]]:
+    """{"a/b/0/kernel": shape} of a pytree; `strip_value` drops the trailing "value" key
+    that raw (untyped) orbax restores keep for every nnx.Param."""
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        names = [str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path]
+        if strip_value and names and names[-1] == "value":
+            names = names[:-1]
+        out["/".join(names)] = tuple(getattr(leaf, "shape", ()))
+    return out
+
+
+def _raw_params(workdir: Path, *, prefer_best: bool):
+    """The untyped parameter tree of the checkpoint `restore_params` would read."""
+    if prefer_best and (workdir / BEST_DIR).is_dir():
+        with ocp.CheckpointManager(workdir / BEST_DIR) as mgr:
+            step = mgr.latest_step()
+            if step is not None:
+                return mgr.restore(step, args=ocp.args.StandardRestore()), f"{BEST_DIR}/{step}"
+    if (workdir / LATEST_DIR).is_dir():
+        with ocp.CheckpointManager(workdir / LATEST_DIR) as mgr:
+            step = mgr.latest_step()
+            if step is not None:
+                state = mgr.restore(step, args=ocp.args.StandardRestore())
+                return state["params"], f"{LATEST_DIR}/{step}"
+    raise FileNotFoundError(f"{workdir}: no checkpoint in {BEST_DIR}/ or {LATEST_DIR}/")
+
+
+def restore_params_strict(workdir: str | os.PathLike, state_like: TrainState, *,
+                          prefer_best: bool = True):
+    """`restore_params` after checking that names and shapes match exactly.
+
+    Raises:
+      FileNotFoundError: no checkpoint in the workdir.
+      CheckpointMismatchError: listing every parameter missing from the
+        checkpoint, every unexpected one, and every shape difference.
+    """
+    workdir = Path(workdir).resolve()
+    with quiet_checkpointing():
+        raw, where = _raw_params(workdir, prefer_best=prefer_best)
+    saved = _flat_shapes(raw, strip_value=True)
+    ours = _flat_shapes(state_like.params, strip_value=True)
+    problems = [f"  missing from the checkpoint: {k} {ours[k]}"
+                for k in sorted(set(ours) - set(saved))]
+    problems += [f"  not in the model: {k} {saved[k]}" for k in sorted(set(saved) - set(ours))]
+    problems += [f"  shape {k}: checkpoint {saved[k]} vs model {ours[k]}"
+                 for k in sorted(set(saved) & set(ours)) if saved[k] != ours[k]]
+    if problems:
+        raise CheckpointMismatchError(
+            f"{workdir / where}: parameters differ from the model's ({len(problems)} "
+            "differences; check config.model against the pretraining run's config.json):\n"
+            + "\n".join(problems))
+    return restore_params(workdir, state_like, prefer_best=prefer_best)

@@ -80,7 +80,8 @@ def train_batch(split: Split, queries: np.ndarray, data_config: ml_collections.C
     inputs, targets, _ = make_detr_batch(
         split, [split.records[i] for i in rows], max_frames=data_config.max_frames,
         max_tokens=data_config.max_tokens, max_windows=data_config.max_windows, rng=rng,
-        clip_length=data_config.clip_length, layout=data_config.layout)
+        clip_length=data_config.clip_length, layout=data_config.layout,
+        saliency_label_mode=data_config.saliency_labels)
     return inputs, targets
 
 

@@ -9,7 +9,6 @@ metrics and keeps the parameters of the best epoch (by `train.best_metric`).
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import time
@@ -30,12 +29,12 @@ from amr_jax.data.records import is_annotated
 from amr_jax.detr.criterion import SetCriterion, build_criterion
 from amr_jax.detr.inputs import DetrInputs, DetrTargets
 from amr_jax.detr.layout import resolve_run_config
-from amr_jax.detr.postprocess import postprocess
+from amr_jax.detr.postprocess import build_postprocess
 from amr_jax.errors import AmrError
 from amr_jax.eval import metrics as metrics_lib
 from amr_jax.io_utils import atomic_write_text
 from amr_jax.train import pipeline
-from amr_jax.train.checkpointing import RunCheckpoints
+from amr_jax.train.checkpointing import RunCheckpoints, restore_params_strict
 from amr_jax.train.optimizer import make_optimizer
 from amr_jax.train.state import TrainState, count_params, init_state, split_model
 
@@ -101,9 +100,7 @@ class Programs:
         self.replicated = NamedSharding(mesh, PartitionSpec())
         self.sharded = NamedSharding(mesh, PartitionSpec("data"))
         self.rest = jax.device_put(rest, self.replicated)
-        self._post = functools.partial(
-            postprocess, max_ts_val=postprocess_config.max_ts_val, clip_length=clip_length,
-            top_k=postprocess_config.top_k)
+        self._post = build_postprocess(postprocess_config, clip_length=clip_length)
         self.train_step = jax.jit(self._train_step, donate_argnums=(0,))
         self.predict_step = jax.jit(self._predict_step)
 
@@ -127,7 +124,7 @@ class Programs:
 
     def _predict_step(self, params, rest, inputs: DetrInputs, duration: jax.Array):
         outputs = self._model(params, rest)(inputs, deterministic=True)
-        return self._post(outputs["pred_logits"], outputs["pred_spans"], duration)
+        return self._post(outputs, inputs.audio_mask, duration)
 
     def shard(self, tree):
         return jax.device_put(tree, self.sharded)
@@ -165,10 +162,30 @@ def _programs_key(config, steps_per_epoch, model_factory, mesh) -> tuple:
             steps_per_epoch, model_factory, tuple(d.id for d in mesh.devices.flat))
 
 
+SALIENCY_LABEL_MODES = ("first_window", "all_windows")
+INIT_FROM_CHECKPOINTS = ("best", "latest")
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Checks that the seed-003 switches are consistent (raises ValueError naming the field)."""
+    needs_quality = [name for name, on in (
+        ("loss.quality_weight > 0", config.loss.quality_weight > 0),
+        ("postprocess.quality_rerank", config.postprocess.quality_rerank)) if on]
+    if needs_quality and not config.model.quality_head:
+        raise ValueError(f"{' and '.join(needs_quality)} need model.quality_head = True")
+    if config.data.saliency_labels not in SALIENCY_LABEL_MODES:
+        raise ValueError(f"data.saliency_labels={config.data.saliency_labels!r}; expected one "
+                         f"of {SALIENCY_LABEL_MODES}")
+    if config.train.init_from_checkpoint not in INIT_FROM_CHECKPOINTS:
+        raise ValueError(f"train.init_from_checkpoint={config.train.init_from_checkpoint!r}; "
+                         f"expected one of {INIT_FROM_CHECKPOINTS}")
+
+
 def build_programs(config: ml_collections.ConfigDict, *, steps_per_epoch: int,
                    model_factory: ModelFactory, mesh: jax.sharding.Mesh
                    ) -> tuple[Programs, TrainState]:
     """Model, objective, optimizer and initial (replicated) state from a config."""
+    validate_config(config)
     model = model_factory(config.model, nnx.Rngs(config.seed))
     graphdef, params, rest = split_model(model)
     key = _programs_key(config, steps_per_epoch, model_factory, mesh)
@@ -182,6 +199,23 @@ def build_programs(config: ml_collections.ConfigDict, *, steps_per_epoch: int,
         _PROGRAMS_CACHE[key] = programs
     state = jax.device_put(init_state(params, programs.tx), programs.replicated)
     return programs, state
+
+
+def init_from_pretrained(config: ml_collections.ConfigDict, programs: Programs,
+                         state: TrainState) -> TrainState:
+    """Step-0 state holding the parameters of another run (`config.train.init_from`).
+
+    The pretraining workdir's best checkpoint (`init_from_checkpoint = "best"`,
+    its latest one when it has no best) or latest one (`"latest"`) is loaded
+    strictly (same parameter names and shapes, every difference listed); the
+    optimizer state and the step counter are fresh, as in the reference
+    fine-tuning (which loads only the model weights).
+    """
+    params, where = restore_params_strict(
+        config.train.init_from, state, prefer_best=config.train.init_from_checkpoint == "best")
+    logging.info("initialized from the %s of %s (fresh optimizer, step 0)", where,
+                 config.train.init_from)
+    return jax.device_put(init_state(params, programs.tx), programs.replicated)
 
 
 def _mean_metrics(history: list[dict]) -> dict[str, float]:
@@ -252,6 +286,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     if restored is not None:
         state = restored
         logging.info("resumed from %s at step %d", ckpt.latest.directory, int(state.step))
+    elif config.train.init_from:
+        # A fine-tuning run starts from the pretrained weights once; after that
+        # it resumes from its own checkpoints (the branch above).
+        state = init_from_pretrained(config, programs, state)
     best = ckpt.best_record()
     base_key = jax.random.PRNGKey(config.seed)
     step = int(jax.device_get(state.step))

@@ -48,6 +48,21 @@ R1@0.5 22.7, R1@0.7 10.2, mAP 10.5.
 
 Expected: 2 epochs of 6 steps, about 1-2 minutes on 2 CPU cores (most of it XLA
 compilation), validation metrics near chance (a smoke test, not a result).
+
+Seed-003 components (quality- and boundary-aware refinement, DESIGN 6 and 9.2-9.5),
+each a config switch of the same model / criterion / post-processing, off by default:
+
+  :quality         model.quality_head, loss.quality_weight = 1.0 (L1 to the matched
+                   IoU on every decoder layer), postprocess.quality_rerank (p_fg * q^1.5)
+  :boundary        loss.boundary_weight = 0.05 (candidate-level boundary hard negatives)
+  :dense_saliency  data.saliency_labels = "all_windows" (use it for fine-tuning)
+  :short           postprocess.short_proposals (1/2/3 s saliency-peak proposals + NMS 0.7)
+  :all             every component above
+
+Each combines with runlocal, e.g. `--config=experiments/configs/qd_detr.py:all,runlocal`.
+Pretrain -> fine-tune: `--config.train.init_from=PRETRAIN_WORKDIR` starts from that run's
+best (else latest) weights (`--config.train.init_from_checkpoint=latest` for the latest)
+with a fresh optimizer and step counter; names and shapes must match exactly.
 """
 
 import ml_collections
@@ -72,6 +87,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.max_windows = 5
     config.data.clip_length = 1.0    # seconds per feature frame
     config.data.num_workers = 8      # feature loading threads
+    # --- seed 003: dense saliency (DESIGN 9.2) ---
+    # "first_window" (reference) or "all_windows" (every frame of every window).
+    config.data.saliency_labels = "first_window"
 
     config.model = default_model_config()
 
@@ -87,6 +105,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.loss.saliency_margin = 0.2
     config.loss.saliency_tau = 0.5
     config.loss.saliency_num_ranks = 12
+    # --- seed 003: quality head and boundary hard negatives (DESIGN 9.3, 9.4) ---
+    # A term with weight 0 is not built (the reference objective).
+    config.loss.quality_weight = 0.0            # report: 1.0; needs model.quality_head
+    config.loss.boundary_weight = 0.0           # report: 0.05
+    config.loss.boundary_candidate_iou_min = 0.40
+    config.loss.boundary_candidate_iou_max = 0.75
+    config.loss.boundary_negative_iou_min = 0.45
+    config.loss.boundary_negative_iou_max = 0.75
+    config.loss.boundary_margin = 0.03
+    config.loss.boundary_eps = 0.05
+    config.loss.boundary_num_factors = 12       # factors 0.1, 0.2, ..., 1.2
+    config.loss.boundary_factor_step = 0.1
 
     config.optim = ml_collections.ConfigDict()
     config.optim.learning_rate = 1e-4
@@ -107,19 +137,63 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.checkpoint_every_steps = 500   # plus one at every epoch end
     config.train.best_metric = ""  # "": the layout's (dcase R1@0.7, lighthouse mAP)
     config.train.max_to_keep = 1
+    # --- pretrain -> fine-tune ---
+    config.train.init_from = ""                 # workdir of a pretraining run
+    config.train.init_from_checkpoint = "best"  # "best" (else latest) or "latest"
 
     config.postprocess = ml_collections.ConfigDict()
     config.postprocess.max_ts_val = 300.0
     config.postprocess.top_k = 10
+    # --- seed 003: re-ranking and short proposals (DESIGN 9.3, 9.5) ---
+    config.postprocess.quality_rerank = False   # score p_fg * q ** quality_gamma
+    config.postprocess.quality_gamma = 1.5
+    config.postprocess.short_proposals = False  # saliency-peak proposals + temporal NMS
+    config.postprocess.short_num_peaks = 3
+    config.postprocess.short_coefficient = 0.25
+    config.postprocess.nms_iou = 0.7
 
-    if arg == "runlocal":
+    parts = [p for p in (arg or "").split(",") if p]
+    unknown = [p for p in parts if p != "runlocal" and p not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown config argument(s) {unknown} in {arg!r} (expected "
+                         f"'runlocal' and/or one of {sorted(VARIANTS)}, comma-separated)")
+    for part in parts:
+        if part in VARIANTS:
+            VARIANTS[part](config)
+    if "runlocal" in parts:
         config.train.batch_size = 8
         config.train.num_epochs = 2
         config.train.eval_batch_size = 16
         config.train.log_every_steps = 2
         config.train.checkpoint_every_steps = 1000  # epoch ends only
         config.data.num_workers = 2
-    elif arg:
-        raise ValueError(f"unknown config argument {arg!r} (expected 'runlocal' or nothing)")
     config.lock()
     return config
+
+
+def _quality(config: ml_collections.ConfigDict) -> None:
+    config.model.quality_head = True
+    config.loss.quality_weight = 1.0
+    config.postprocess.quality_rerank = True
+
+
+def _boundary(config: ml_collections.ConfigDict) -> None:
+    config.loss.boundary_weight = 0.05
+
+
+def _dense_saliency(config: ml_collections.ConfigDict) -> None:
+    config.data.saliency_labels = "all_windows"
+
+
+def _short(config: ml_collections.ConfigDict) -> None:
+    config.postprocess.short_proposals = True
+
+
+def _all(config: ml_collections.ConfigDict) -> None:
+    for component in (_quality, _boundary, _dense_saliency, _short):
+        component(config)
+
+
+# Named variants: each turns on one seed-003 component on top of QD-DETR.
+VARIANTS = {"quality": _quality, "boundary": _boundary, "dense_saliency": _dense_saliency,
+            "short": _short, "all": _all}
