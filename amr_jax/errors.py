@@ -32,3 +32,10 @@ class ConversionError(AmrError, ValueError):
 
     hint = ("pass the checkpoint the converter expects; its name table is in "
             "amr_jax/clap/convert.py (MS-CLAP) or amr_jax/detr/convert.py (QD-DETR)")
+
+
+class CheckpointError(AmrError):
+    """A checkpoint folder that exists but cannot be restored (corrupt, partial, other model)."""
+
+    hint = ("move that step folder away to resume from an earlier one, or use a new --workdir; "
+            "a config change that alters parameter shapes also needs a new workdir")

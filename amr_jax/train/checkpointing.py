@@ -15,6 +15,7 @@ from pathlib import Path
 import jax
 import orbax.checkpoint as ocp
 
+from amr_jax.errors import CheckpointError
 from amr_jax.io_utils import atomic_write_text, quiet_checkpointing
 from amr_jax.train.state import TrainState
 
@@ -34,6 +35,17 @@ def _abstract(tree):
     return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
 
 
+def _restore_or_explain(manager: ocp.CheckpointManager, step: int, where: Path, abstract):
+    """Restores `step`, turning orbax's failures into one error naming the folder."""
+    try:
+        with quiet_checkpointing():
+            return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    except Exception as e:  # noqa: BLE001 - orbax raises many types; all mean "unusable"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{where}: checkpoint cannot be restored ({type(e).__name__}: "
+                              f"{first[:300]})") from e
+
+
 class RunCheckpoints:
     """The two checkpoint managers of a workdir."""
 
@@ -49,8 +61,8 @@ class RunCheckpoints:
         step = self.latest.latest_step()
         if step is None:
             return None
-        with quiet_checkpointing():
-            return self.latest.restore(step, args=ocp.args.StandardRestore(_abstract(state)))
+        return _restore_or_explain(self.latest, step, self.workdir / LATEST_DIR / str(step),
+                                   _abstract(state))
 
     def save_latest(self, state: TrainState) -> None:
         step = int(jax.device_get(state.step))
@@ -105,14 +117,15 @@ def _restore_params(workdir: Path, state_like: TrainState, *, prefer_best: bool)
         with ocp.CheckpointManager(workdir / BEST_DIR) as mgr:
             step = mgr.latest_step()
             if step is not None:
-                params = mgr.restore(step, args=ocp.args.StandardRestore(
-                    _abstract(state_like.params)))
+                params = _restore_or_explain(mgr, step, workdir / BEST_DIR / str(step),
+                                             _abstract(state_like.params))
                 return params, f"best checkpoint ({BEST_DIR}/{step})"
     if (workdir / LATEST_DIR).is_dir():
         with ocp.CheckpointManager(workdir / LATEST_DIR) as mgr:
             step = mgr.latest_step()
             if step is not None:
-                state = mgr.restore(step, args=ocp.args.StandardRestore(_abstract(state_like)))
+                state = _restore_or_explain(mgr, step, workdir / LATEST_DIR / str(step),
+                                            _abstract(state_like))
                 return state.params, f"latest checkpoint ({LATEST_DIR}/{step})"
     raise FileNotFoundError(f"{workdir}: no checkpoint in {BEST_DIR}/ or {LATEST_DIR}/")
 

@@ -70,6 +70,13 @@ def epoch_order(queries: np.ndarray, seed: int, epoch: int) -> np.ndarray:
     return queries[np.random.default_rng([seed, epoch]).permutation(len(queries))]
 
 
+def batch_qids(split: Split, queries: np.ndarray, *, batch_size: int, seed: int, epoch: int,
+               index: int) -> list:
+    """The qids of training batch `index` of `epoch` (as `train_batch` builds it)."""
+    rows = epoch_order(queries, seed, epoch)[index * batch_size:(index + 1) * batch_size]
+    return [split.records[i].qid for i in rows]
+
+
 def train_batch(split: Split, queries: np.ndarray, data_config: ml_collections.ConfigDict, *,
                 batch_size: int, seed: int, epoch: int, index: int
                 ) -> tuple[DetrInputs, DetrTargets]:

@@ -223,10 +223,34 @@ def _mean_metrics(history: list[dict]) -> dict[str, float]:
     return {k: float(np.mean([h[k] for h in host])) for k in host[0]}
 
 
-def _check_finite(loss, step: int) -> None:
-    value = float(jax.device_get(loss))
-    if not np.isfinite(value):
-        raise NonFiniteLossError(f"non-finite training loss {value} at step {step}")
+@dataclasses.dataclass
+class _PendingStep:
+    """A dispatched step whose loss is checked later (so dispatch runs ahead of the host)."""
+
+    metrics: dict
+    step: int          # global step count once this step is done (1-based)
+    epoch: int
+    index: int         # batch index within the epoch
+
+    @property
+    def loss(self):
+        return self.metrics["loss"]
+
+
+def _check_finite(pending: _PendingStep, split: Split, queries: np.ndarray, *, seed: int,
+                  batch_size: int) -> None:
+    """Raises naming the step, the non-finite loss terms and the batch's qids."""
+    value = float(jax.device_get(pending.loss))
+    if np.isfinite(value):
+        return
+    terms = {k: float(v) for k, v in jax.device_get(pending.metrics).items()}
+    bad = sorted(k for k, v in terms.items() if not np.isfinite(v))
+    qids = pipeline.batch_qids(split, queries, batch_size=batch_size, seed=seed,
+                               epoch=pending.epoch, index=pending.index)
+    raise NonFiniteLossError(
+        f"non-finite training loss {value} at step {pending.step} (epoch {pending.epoch + 1}, "
+        f"batch {pending.index}); non-finite terms: {', '.join(bad)}; batch qids: "
+        f"{', '.join(repr(q) for q in qids)}")
 
 
 def _fmt_duration(seconds: float | None) -> str:
@@ -299,6 +323,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     window, pending, t_window, steps_window = [], None, time.perf_counter(), 0
     t_start, step_start = time.perf_counter(), step
     compiled = False  # rates count steps after the first (compiling) one of this process
+    check = functools.partial(_check_finite, split=train_split, queries=train_queries,
+                              seed=config.seed, batch_size=batch_size)
     epoch_metrics: list[dict] = []
     while step < stop_at:
         epoch, index = divmod(step, spe)
@@ -308,8 +334,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         state, metrics = programs.train_step(state, programs.rest, programs.shard(inputs),
                                              programs.shard(targets), base_key)
         if pending is not None:  # checked one step late so dispatch runs ahead
-            _check_finite(pending, step - 1)
-        pending = metrics["loss"]
+            check(pending)
+        pending = _PendingStep(metrics=metrics, step=step + 1, epoch=epoch, index=index)
         step += 1
         window.append(metrics)
         epoch_metrics.append(metrics)
@@ -317,13 +343,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         if not compiled:
             # The first step of a process includes XLA compilation; rates and ETAs that
             # counted it would overstate the remaining time many times over.
-            jax.block_until_ready(pending)
+            jax.block_until_ready(pending.loss)
             logging.info("first step (with compilation) took %s",
                          _fmt_duration(time.perf_counter() - t_start))
             t_window = t_start = time.perf_counter()
             steps_window, step_start, compiled = 0, step, True
         if step % config.train.log_every_steps == 0 and steps_window:
-            _check_finite(pending, step)
+            check(pending)
             elapsed = time.perf_counter() - t_window
             rate = steps_window / elapsed
             eta = (total_steps - step) / rate
@@ -334,7 +360,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
             window, t_window, steps_window = [], time.perf_counter(), 0
         end_of_epoch = step % spe == 0
         if end_of_epoch:
-            _check_finite(pending, step)
+            check(pending)
             record = _end_epoch(config, programs, state, val_split, ckpt, best,
                                 epoch_metrics, epoch=epoch + 1, step=step,
                                 elapsed=time.perf_counter() - t_start,
@@ -348,7 +374,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         elif step % config.train.checkpoint_every_steps == 0 or step == stop_at:
             ckpt.save_latest(state)
     if pending is not None:
-        _check_finite(pending, step)
+        check(pending)
     ckpt.save_latest(state)
     ckpt.wait()
     ckpt.close()

@@ -106,10 +106,20 @@ class NanDetr(fx.TinyDetr):
         return out
 
 
-def test_non_finite_loss_raises(data_root, tmp_path):
-    with pytest.raises(trainer.NonFiniteLossError, match="step"):
-        trainer.train_and_evaluate(tiny_config(data_root), tmp_path,
+def test_non_finite_loss_raises_naming_step_terms_and_qids(data_root, tmp_path):
+    from amr_jax.data.records import read_annotations
+
+    config = tiny_config(data_root)
+    with pytest.raises(trainer.NonFiniteLossError) as raised:
+        trainer.train_and_evaluate(config, tmp_path,
                                    model_factory=lambda c, rngs: NanDetr(c, rngs=rngs))
+    message = str(raised.value)
+    assert "at step 1 (epoch 1, batch 0)" in message and "saliency" in message
+    # The first batch of epoch 0: the documented order (a permutation seeded by [seed, epoch]).
+    records = read_annotations(data_root / "annotations.jsonl")
+    order = np.random.default_rng([config.seed, 0]).permutation(len(records))
+    expected = [records[i].qid for i in order[:config.train.batch_size]]
+    assert message.endswith("batch qids: " + ", ".join(repr(q) for q in expected))
 
 
 DP_SCRIPT = """
@@ -180,3 +190,23 @@ def test_training_warns_once_about_windows_clipped_away(caplog):
     assert any("1 queries lose windows that are empty after clipping" in m and "2" in m
                for m in messages), messages
     assert any("skipping 1 queries with no window inside the audio: 3" in m for m in messages)
+
+
+def test_corrupt_checkpoint_is_one_clear_error_naming_the_folder(full_run, data_root, tmp_path):
+    import shutil
+
+    from amr_jax.errors import CheckpointError
+    from amr_jax.train.checkpointing import restore_params
+
+    workdir = tmp_path / "copy"
+    shutil.copytree(full_run[0], workdir)
+    shutil.rmtree(workdir / "best")
+    step_dir = max((workdir / "checkpoints").iterdir(), key=lambda p: p.name)
+    for f in step_dir.rglob("*"):
+        if f.is_file():
+            f.write_bytes(f.read_bytes()[:7])  # every file truncated: a half-written save
+    programs, state = trainer.build_programs(tiny_config(data_root), steps_per_epoch=1,
+                                             model_factory=fx.tiny_model_factory,
+                                             mesh=trainer.data_mesh())
+    with pytest.raises(CheckpointError, match=str(step_dir)):
+        restore_params(workdir, state)
