@@ -24,7 +24,8 @@ import numpy as np
 from absl import logging
 
 from amr_jax import saliency
-from amr_jax.data.loader import Split, load_split
+from amr_jax.data import sources
+from amr_jax.data.loader import Split
 from amr_jax.data.records import is_annotated
 from amr_jax.eval import metrics as metrics_lib
 from amr_jax.eval import predictions as predictions_lib
@@ -310,8 +311,9 @@ def run_localization(config: ml_collections.ConfigDict, *, annotations: str | os
     """
     start = time.perf_counter()
     if split is None:
-        split = load_split(annotations, audio_feats, text_feats, num_workers=config.num_workers,
-                           progress=config.progress)
+        split = sources.load_source(config.source, annotations=annotations, audio_dir=audio_feats,
+                                    text_dir=text_feats, data_dir=config.data_dir,
+                                    num_workers=config.num_workers, progress=config.progress)
     load_s = time.perf_counter() - start
 
     t0 = time.perf_counter()
@@ -375,8 +377,9 @@ def run_all_systems(configs: Sequence[ml_collections.ConfigDict], *,
     five headline figures.
     """
     first = configs[0]
-    split = load_split(annotations, audio_feats, text_feats, num_workers=first.num_workers,
-                       progress=first.progress)
+    split = sources.load_source(first.source, annotations=annotations, audio_dir=audio_feats,
+                                text_dir=text_feats, data_dir=first.data_dir,
+                                num_workers=first.num_workers, progress=first.progress)
     arrays = split_arrays(split, max_frames=first.max_frames, frame_bucket=first.frame_bucket)
     # Every joint-space system shares one projection of the split; contrast adds `n` to it.
     joint: Embedded | None = None
