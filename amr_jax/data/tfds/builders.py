@@ -117,9 +117,15 @@ def generate_examples(annotations: str | os.PathLike, audio_dir: str | os.PathLi
             yield r.key, to_example(i, r, audio, text)
 
 
-def find_splits(manual_dir: str | os.PathLike, release_files: dict[str, str],
+def find_splits(manual_dir: str | os.PathLike, splits: tuple[str, ...], release_files: dict[str, str],
                 flat_split: str) -> dict[str, tuple[Path, Path, Path]]:
     """Split name -> (annotations, audio_dir, text_dir) found in `manual_dir` (layouts 1-3).
+
+    Args:
+      manual_dir: the local download.
+      splits: split names looked for as subfolders (layout 1).
+      release_files: split -> release annotation file name (layout 2).
+      flat_split: the split name of a flat folder (layout 3).
 
     Raises:
       TfdsSourceError: no split found; the message lists every path looked for.
@@ -127,7 +133,7 @@ def find_splits(manual_dir: str | os.PathLike, release_files: dict[str, str],
     root = Path(manual_dir)
     found: dict[str, tuple[Path, Path, Path]] = {}
     looked = []
-    for split in dict.fromkeys(list(release_files) + [flat_split]):
+    for split in dict.fromkeys(list(splits) + list(release_files) + [flat_split]):
         sub = root / split
         candidates = [(sub / ANNOTATIONS_FILE, sub)]
         if split in release_files:
@@ -164,6 +170,7 @@ class _DcaseFeatures(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
         "Place the annotation jsonl and the clap/ and clap_text/ feature folders in manual_dir "
         "(layouts: amr_jax/data/tfds/builders.py).")
+    SPLITS: tuple[str, ...] = ("train", "val", "test")
     RELEASE_FILES: dict[str, str] = {}
     FLAT_SPLIT = "test"
     SYNTHETIC = False
@@ -182,7 +189,8 @@ class _DcaseFeatures(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                                      features=example_features(), supervised_keys=None)
 
     def _split_generators(self, dl_manager):
-        splits = find_splits(dl_manager.manual_dir, self.RELEASE_FILES, self.FLAT_SPLIT)
+        splits = find_splits(dl_manager.manual_dir, self.SPLITS, self.RELEASE_FILES,
+                             self.FLAT_SPLIT)
         for ann, _, _ in splits.values():
             _check_synthetic_mark(ann, self.SYNTHETIC, self.name)
         return {split: self._generate_examples(*paths) for split, paths in splits.items()}
@@ -208,6 +216,7 @@ class ClothoMoment(_DcaseFeatures):
 class Dcase2026Evaluation(_DcaseFeatures):
     """The blind DCASE 2026 Task 6 evaluation set (no windows)."""
 
+    SPLITS = ("evaluation",)
     RELEASE_FILES = {"evaluation": "dcase2026_evaluation.jsonl"}
     FLAT_SPLIT = "evaluation"
     DESCRIPTION = "DCASE 2026 Task 6 blind evaluation set: MS-CLAP features, no windows."
