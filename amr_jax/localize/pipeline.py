@@ -25,7 +25,7 @@ from absl import logging
 
 from amr_jax import saliency
 from amr_jax.data import sources
-from amr_jax.data.loader import Split
+from amr_jax.data.loader import Split, load_split
 from amr_jax.data.records import is_annotated
 from amr_jax.eval import metrics as metrics_lib
 from amr_jax.eval import predictions as predictions_lib

@@ -26,7 +26,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from amr_jax.data import sources
-from amr_jax.data.loader import Split
+from amr_jax.data.loader import Split, load_split
 from amr_jax.data.records import is_annotated
 from amr_jax.detr.criterion import SetCriterion, build_criterion
 from amr_jax.detr.inputs import DetrInputs, DetrTargets
