@@ -149,8 +149,9 @@ def test_layout_and_source_errors(built, tmp_path):
     from amr_jax.data.tfds import builders, reader
 
     split_dir, data_dir, _ = built
-    with pytest.raises(builders.TfdsSourceError, match="no split found"):
-        builders.build("castella", manual_dir=tmp_path, data_dir=tmp_path / "d")
+    for manual in (tmp_path, tmp_path / "missing"):
+        with pytest.raises(builders.TfdsSourceError, match="no split found"):
+            builders.build("castella", manual_dir=manual, data_dir=tmp_path / "d")
     # Synthetic features never get a real dataset's name.
     with pytest.raises(builders.TfdsSourceError, match="SYNTHETIC"):
         builders.build("castella", manual_dir=split_dir.parent, data_dir=tmp_path / "d")

@@ -55,8 +55,8 @@ DIM = features_lib.FEATURE_DIM
 class TfdsSourceError(DataError):
     """A manual_dir without the expected layout, or a TFDS dataset that cannot be read."""
 
-    hint = ("build the dataset with `python -m experiments.build_tfds --dataset=NAME "
-            "--manual_dir=DIR --data_dir=DIR` (layouts: amr_jax/data/tfds/builders.py)")
+    hint = ("manual_dir layouts: WORKSPACE.md 'TFDS datasets'; a dataset is read after "
+            "`python -m experiments.build_tfds --dataset=NAME --manual_dir=DIR --data_dir=DIR`")
 
 
 def example_features() -> tfds.features.FeaturesDict:
@@ -256,6 +256,9 @@ def build(name: str, *, manual_dir: str | os.PathLike, data_dir: str | os.PathLi
     """
     if name not in BUILDERS:
         raise TfdsSourceError(f"unknown TFDS dataset {name!r}; expected one of {sorted(BUILDERS)}")
+    # Checked here: tfds reports a missing manual_dir with a bare AssertionError.
+    find_splits(manual_dir, BUILDERS[name].SPLITS, BUILDERS[name].RELEASE_FILES,
+                BUILDERS[name].FLAT_SPLIT)
     builder = BUILDERS[name](data_dir=os.fspath(data_dir), file_format="array_record")
     mode = (tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if overwrite
             else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
