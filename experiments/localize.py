@@ -5,6 +5,9 @@ r"""Training-free localization of a whole split (JointProj FWHM or background-co
     --clap=CONVERTED_DIR [--neutral_feats=DIR | --tokenizer_dir=DIR] [--query_route=text] \
     --output=PRED.jsonl [--timings=T.json] [--plot_qids=QID,QID --plot_dir=DIR]
 
+A TFDS dataset (experiments.build_tfds) replaces the three data flags:
+  --config.source=tfds:<name>:<split> --config.data_dir=TFDS_DATA_DIR
+
 SYSTEM: backbone_cosine, jointproj_s1, jointproj_s2, jointproj_s3, gmm_simple, gmm_contrast;
 append ",clotho" for centre-cut Clotho-Moment features (frame offset -0.5 s, see the config).
 With annotated windows it prints the metrics table and, as its last stdout line, the JSON
@@ -29,9 +32,10 @@ from amr_jax import cli
 from amr_jax.localize import pipeline
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiments/configs/localize.py:SYSTEM")
-_ANNOTATIONS = flags.DEFINE_string("annotations", None, "Annotation jsonl.", required=True)
-_AUDIO = flags.DEFINE_string("audio_feats", None, "Folder of <vid>.npz audio features.", required=True)
-_TEXT = flags.DEFINE_string("text_feats", None, "Folder of qid<qid>.npz text features.", required=True)
+# Required with the default config.source="folders"; a "tfds:<name>:<split>" source replaces them.
+_ANNOTATIONS = flags.DEFINE_string("annotations", None, "Annotation jsonl.")
+_AUDIO = flags.DEFINE_string("audio_feats", None, "Folder of <vid>.npz audio features.")
+_TEXT = flags.DEFINE_string("text_feats", None, "Folder of qid<qid>.npz text features.")
 _CLAP = flags.DEFINE_string("clap", None, "Converted MS-CLAP folder (experiments.convert_clap).")
 _NEUTRAL = flags.DEFINE_string("neutral_feats", None, "Folder of the neutral-prompt text features "
                                "(gmm_contrast; without it the phrases go through GPT-2).")
@@ -48,12 +52,19 @@ _PLOT_DIR = flags.DEFINE_string("plot_dir", None, "Folder of the figures.")
 _ALL = flags.DEFINE_bool("all_systems", False, "Run all six systems; --output is a folder.")
 
 
+def _check_source(config) -> None:
+    if config.source == "folders" and not (_ANNOTATIONS.value and _AUDIO.value and _TEXT.value):
+        raise app.UsageError("--annotations, --audio_feats and --text_feats are required "
+                             "(or --config.source=tfds:<name>:<split> --config.data_dir=DIR)")
+
+
 def main(argv):
     del argv
     if _ALL.value:
         from experiments.configs import localize as localize_configs
 
         configs = localize_configs.all_system_configs(_CONFIG.value)
+        _check_source(configs[0])
         rows = pipeline.run_all_systems(configs, annotations=_ANNOTATIONS.value,
                                         audio_feats=_AUDIO.value, text_feats=_TEXT.value,
                                         output_dir=_OUTPUT.value, clap_dir=_CLAP.value,
@@ -65,6 +76,7 @@ def main(argv):
         return
     if _CONFIG.value is None:
         raise app.UsageError("--config=experiments/configs/localize.py:SYSTEM is required")
+    _check_source(_CONFIG.value)
     out = pipeline.run_localization(_CONFIG.value, annotations=_ANNOTATIONS.value,
                               audio_feats=_AUDIO.value, text_feats=_TEXT.value,
                               output=_OUTPUT.value, clap_dir=_CLAP.value,

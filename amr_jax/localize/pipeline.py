@@ -31,6 +31,7 @@ from absl import logging
 
 from amr_jax import saliency
 from amr_jax.data import timing
+from amr_jax.data import sources
 from amr_jax.data.loader import Split, load_split
 from amr_jax.data.records import is_annotated
 from amr_jax.errors import UsageError
@@ -388,8 +389,9 @@ def run_localization(config: ml_collections.ConfigDict, *, annotations: str | os
     """
     start = time.perf_counter()
     if split is None:
-        split = load_split(annotations, audio_feats, text_feats, num_workers=config.num_workers,
-                           progress=config.progress)
+        split = sources.load_source(config.source, annotations=annotations, audio_dir=audio_feats,
+                                    text_dir=text_feats, data_dir=config.data_dir,
+                                    num_workers=config.num_workers, progress=config.progress)
         check_timing(split, config.frame_offset_s)
     load_s = time.perf_counter() - start
 
@@ -459,8 +461,9 @@ def run_all_systems(configs: Sequence[ml_collections.ConfigDict], *,
     five headline figures.
     """
     first = configs[0]
-    split = load_split(annotations, audio_feats, text_feats, num_workers=first.num_workers,
-                       progress=first.progress)
+    split = sources.load_source(first.source, annotations=annotations, audio_dir=audio_feats,
+                                text_dir=text_feats, data_dir=first.data_dir,
+                                num_workers=first.num_workers, progress=first.progress)
     for offset in dict.fromkeys(c.frame_offset_s for c in configs):
         check_timing(split, offset)
     arrays = split_arrays(split, max_frames=first.max_frames, frame_bucket=first.frame_bucket)

@@ -24,6 +24,7 @@ from absl import logging
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
+from amr_jax.data import sources
 from amr_jax.data.loader import Split, load_split
 from amr_jax.data.records import is_annotated
 from amr_jax.detr.criterion import SetCriterion, build_criterion
@@ -85,8 +86,12 @@ def load_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
     return config
 
 
-def load_data_split(annotations: str, audio_dir: str, text_dir: str, *, num_workers: int) -> Split:
-    return load_split(annotations, audio_dir, text_dir, num_workers=num_workers, progress=True)
+def load_data_split(annotations: str, audio_dir: str, text_dir: str, *, num_workers: int,
+                    source: str = "folders", data_dir: str = "", split: str = "") -> Split:
+    """Folders by default; `source="tfds:<name>"` reads TFDS split `split` (amr_jax.data.sources)."""
+    return sources.load_source(source, annotations=annotations, audio_dir=audio_dir,
+                               text_dir=text_dir, data_dir=data_dir, split=split or None,
+                               num_workers=num_workers, progress=True)
 
 
 class Programs:
@@ -282,10 +287,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     workdir.mkdir(parents=True, exist_ok=True)
     save_config(config, workdir)
     data = config.data
+    tfds_source = data.source != sources.FOLDERS
     train_split = load_data_split(data.train_annotations, data.train_audio_feats,
-                                  data.train_text_feats, num_workers=data.num_workers)
+                                  data.train_text_feats, num_workers=data.num_workers,
+                                  source=data.source, data_dir=data.data_dir, split=data.train_split)
     val_split = (load_data_split(data.val_annotations, data.val_audio_feats, data.val_text_feats,
-                                 num_workers=data.num_workers) if data.val_annotations else None)
+                                 num_workers=data.num_workers, source=data.source,
+                                 data_dir=data.data_dir, split=data.val_split)
+                 if (data.val_split if tfds_source else data.val_annotations) else None)
     if val_split is not None and not is_annotated(val_split.records):
         raise ValueError(f"{data.val_annotations}: the validation split has no windows")
     # Fixed text pad length over train + val and the layout's best metric.

@@ -91,6 +91,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.embed_chunk = 32             # recordings per audio-projection call
     config.query_chunk = 0              # queries per localizer call; 0 = the whole split at once
     config.num_workers = 8              # feature loading threads
+    # "folders" (--annotations, --audio_feats, --text_feats) or "tfds:<name>:<split>", a
+    # dataset built by experiments.build_tfds into data_dir (amr_jax/data/sources.py).
+    config.source = "folders"
+    config.data_dir = ""
     config.progress = True
 
     config.fwhm = ml_collections.ConfigDict()

@@ -14,6 +14,9 @@ Data fields (config.data):
   train_annotations / val_annotations: annotation jsonl files (lighthouse / DCASE layout);
   train_audio_feats / val_audio_feats: folders of `<vid>.npz` (key "features", [T, 768]);
   train_text_feats / val_text_feats: folders of `qid<qid>.npz` (key "last_hidden_state").
+  source: "folders" (the six paths above) or "tfds:<name>", a dataset built by
+    `experiments.build_tfds` in data_dir, read without TensorFlow; its splits train_split
+    and val_split replace the paths (amr_jax/data/sources.py). Same results either way.
   layout: the input layout (`amr_jax/detr/layout.py`; the model is the same in both):
     "dcase" (default, the official DCASE 2026 baseline): audio row
       [clap_768 (L2-normalized per frame) ‖ tef_start, tef_end], raw text rows never cut;
@@ -87,6 +90,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.max_windows = 5
     config.data.clip_length = 1.0    # seconds per feature frame
     config.data.num_workers = 8      # feature loading threads
+    config.data.source = "folders"   # or "tfds:<name>": TFDS splits train_split / val_split
+    config.data.data_dir = ""        # TFDS data folder (experiments.build_tfds --data_dir)
+    config.data.train_split = "train"
+    config.data.val_split = "val"    # "" trains without validation (tfds source)
     # --- seed 003: dense saliency (DESIGN 9.2) ---
     # "first_window" (reference) or "all_windows" (every frame of every window).
     config.data.saliency_labels = "first_window"
