@@ -9,6 +9,8 @@ metrics and keeps the parameters of the best epoch (by `train.best_metric`).
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import os
 import time
