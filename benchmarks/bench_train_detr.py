@@ -1,7 +1,7 @@
 """QD-DETR training speed: ms per optimizer step at batch 32, 300 frames.
 
   python benchmarks/bench_train_detr.py [--batch=32] [--frames=300] [--tokens=32] [--repeats=5]
-      [--components=true] [--reference_rows=true]
+      [--components=true] [--reference_rows=true] [--full_steps=true]
 
 Rows (same random batch, same run; median of --repeats after one warm-up):
   - train step (jit): the trainer's full step (forward with dropout and the
@@ -21,7 +21,11 @@ batch: the jitted train step, the jitted predict step (forward + post-
 processing, batch --batch) and the host-side target construction
 (`make_detr_batch`, where dense saliency labels are built). A component that
 leaves a program unchanged shows "= plain" (dense saliency changes no device
-program; short proposals change only the predict step).
+program; short proposals change only the predict step). A third table times
+only the part each component changes (criterion value + gradient on fixed
+outputs, post-processing, host targets), which on a shared CPU is far less
+noisy than differences of multi-second full steps (`--full_steps=false` skips
+the full steps).
 """
 
 import sys
@@ -37,6 +41,8 @@ _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repeats (median reported)."
 _COMPONENTS = flags.DEFINE_bool("components", True, "Also time each seed-003 component.")
 _REFERENCE_ROWS = flags.DEFINE_bool("reference_rows", True,
                                     "Time the first table (ours vs the reference style).")
+_FULL_STEPS = flags.DEFINE_bool("full_steps", True,
+                                "In the component tables, also time full train / predict steps.")
 
 
 def _median_ms(fn, repeats):
@@ -82,7 +88,7 @@ def main(argv):
 
     mesh = trainer.data_mesh()
     if not _REFERENCE_ROWS.value:
-        _component_table(inputs, targets, mesh, repeats=_REPEATS.value)
+        _component_tables(inputs, targets, mesh, repeats=_REPEATS.value)
         return
     programs, state = trainer.build_programs(config, steps_per_epoch=100,
                                              model_factory=trainer.build_qd_detr, mesh=mesh)
@@ -143,7 +149,13 @@ def main(argv):
         print(f"{name:<44} {ms:>10.1f}")
     print(f"{'train step compile (s)':<44} {compile_s:>10.1f}")
     if _COMPONENTS.value:
-        _component_table(inputs, targets, mesh, repeats=_REPEATS.value)
+        _component_tables(inputs, targets, mesh, repeats=_REPEATS.value)
+
+
+def _component_tables(inputs, targets, mesh, *, repeats):
+    if _FULL_STEPS.value:
+        _component_table(inputs, targets, mesh, repeats=repeats)
+    _isolated_table(inputs, targets, repeats=max(repeats, 20))
 
 
 # Which programs a component changes: (train step, predict step, host targets).
@@ -233,6 +245,73 @@ def _component_table(inputs, targets, mesh, *, repeats):
     print("-" * 76)
     for name, _, _ in COMPONENTS:
         cells = [f"{1e3 * sorted(times[name, c])[repeats // 2]:.1f}" if (name, c) in times
+                 else "= plain" for c in range(3)]
+        print(f"{name:<36} {cells[0]:>11} {cells[1]:>13} {cells[2]:>13}")
+
+
+def _isolated_table(inputs, targets, *, repeats):
+    """The part of a step each component changes, timed alone (ms-scale, so many repeats).
+
+    criterion: matching + losses (jit, value and gradient w.r.t. the outputs) on fixed
+    random model outputs; post-processing (jit) on fixed outputs; host targets as in
+    `_component_table`. Interleaved rounds, median.
+    """
+    import jax
+    import numpy as np
+
+    from amr_jax.detr.criterion import build_criterion
+    from amr_jax.detr.inputs import make_detr_batch
+    from amr_jax.detr.postprocess import build_postprocess
+    from experiments.configs import qd_detr
+
+    b, t, _ = inputs.audio.shape
+    rng = np.random.default_rng(1)
+    q = 10
+
+    def layer():
+        spans = np.stack([rng.uniform(0.1, 0.9, (b, q)), rng.uniform(0.02, 0.4, (b, q))], -1)
+        return {"pred_logits": rng.normal(size=(b, q, 2)).astype(np.float32),
+                "pred_spans": spans.astype(np.float32),
+                "pred_quality": rng.uniform(0, 1, (b, q)).astype(np.float32)}
+
+    outputs = dict(layer(), aux_outputs=(layer(),),
+                   saliency_scores=rng.normal(size=(b, t)).astype(np.float32),
+                   saliency_scores_neg=rng.normal(size=(b, t)).astype(np.float32))
+    outputs = jax.device_put(outputs)
+    duration = np.full((b,), float(t), np.float32)
+    split = _host_split(b, t, inputs.text.shape[1])
+    calls = {}
+    for name, variant, changes in COMPONENTS:
+        config = qd_detr.get_config(variant)
+        if changes[0]:
+            crit = build_criterion(config.loss)
+            grad = jax.jit(jax.value_and_grad(
+                lambda o, crit=crit: crit(o, targets, inputs.audio_mask)[0]))
+            calls[name, 0] = lambda grad=grad: jax.block_until_ready(grad(outputs))
+        if changes[1]:
+            post = jax.jit(build_postprocess(config.postprocess, clip_length=1.0))
+            calls[name, 1] = lambda post=post: jax.block_until_ready(
+                post(outputs, inputs.audio_mask, duration))
+        if changes[2]:
+            calls[name, 2] = lambda config=config, r=np.random.default_rng(0): make_detr_batch(
+                split, split.records, max_frames=t, max_tokens=config.data.max_tokens,
+                max_windows=config.data.max_windows, rng=r,
+                saliency_label_mode=config.data.saliency_labels)
+    for fn in calls.values():
+        fn()
+    times = {k: [] for k in calls}
+    for _ in range(repeats):
+        for k, fn in calls.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    print()
+    print(f"Seed-003 components, the changed part alone, ms per call (batch {b}, {t} frames; "
+          f"median of {repeats} interleaved rounds)")
+    print(f"{'component':<36} {'loss+grad':>11} {'postprocess':>13} {'host targets':>13}")
+    print("-" * 76)
+    for name, _, _ in COMPONENTS:
+        cells = [f"{1e3 * sorted(times[name, c])[repeats // 2]:.2f}" if (name, c) in times
                  else "= plain" for c in range(3)]
         print(f"{name:<36} {cells[0]:>11} {cells[1]:>13} {cells[2]:>13}")
 
