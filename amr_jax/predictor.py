@@ -111,13 +111,14 @@ class Predictor:
       config: a localize config to use instead of `system`'s default.
       hop_frames: segment hop for long recordings (default `max_frames // 2`).
       merge_iou: NMS IoU threshold when merging segments.
+      model_factory: as `train_and_evaluate` (default: QD-DETR), for `detr_workdir`.
     """
 
     def __init__(self, *, system: str = "gmm_contrast", clap_dir: str | os.PathLike | None = None,
                  tokenizer_dir: str | os.PathLike | None = None,
                  neutral_feats: str | os.PathLike | None = None,
                  detr_workdir: str | os.PathLike | None = None, config=None,
-                 hop_frames: int | None = None, merge_iou: float = 0.7):
+                 hop_frames: int | None = None, merge_iou: float = 0.7, model_factory=None):
         self.clap_dir, self.tokenizer_dir, self.neutral_feats = clap_dir, tokenizer_dir, neutral_feats
         self.merge_iou = merge_iou
         self._detr = None
@@ -127,7 +128,8 @@ class Predictor:
 
             self.config = trainer.load_config(detr_workdir)
             self._programs, state = trainer.build_programs(
-                self.config, steps_per_epoch=1, model_factory=trainer.build_qd_detr,
+                self.config, steps_per_epoch=1,
+                model_factory=model_factory or trainer.build_qd_detr,
                 mesh=trainer.data_mesh())
             self._detr, _ = restore_params(detr_workdir, state)
             self.max_frames = int(self.config.data.max_frames)

@@ -84,8 +84,34 @@ def load_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
         # lighthouse row ([tef ‖ audio], normalized text cut to max_tokens).
         logging.warning("%s has no data.layout: reading it as the lighthouse layout", path)
         config.data.layout = "lighthouse"
+    _fill_missing_defaults(config, path)
     config.lock()
     return config
+
+
+def _fill_missing_defaults(config: ml_collections.ConfigDict, path: Path) -> None:
+    """Adds fields that did not exist when the workdir was written, with their defaults.
+
+    Every switch added since (seed-003 components, data sources) defaults to "off", so an
+    older run is read as what it was trained with.
+    """
+    # The config file is the one home of the defaults (imported here, not at module level).
+    from experiments.configs import qd_detr
+
+    added = []
+
+    def fill(saved, defaults, prefix):
+        for key, value in defaults.items():
+            if key not in saved:
+                saved[key] = value
+                added.append(prefix + key)
+            elif isinstance(value, ml_collections.ConfigDict) and isinstance(
+                    saved[key], ml_collections.ConfigDict):
+                fill(saved[key], value, f"{prefix}{key}.")
+
+    fill(config, qd_detr.get_config(), "")
+    if added:
+        logging.info("%s predates %s; using their defaults", path, ", ".join(added))
 
 
 def load_data_split(annotations: str, audio_dir: str, text_dir: str, *, num_workers: int,

@@ -210,3 +210,38 @@ def test_corrupt_checkpoint_is_one_clear_error_naming_the_folder(full_run, data_
                                              mesh=trainer.data_mesh())
     with pytest.raises(CheckpointError, match=str(step_dir)):
         restore_params(workdir, state)
+
+
+def test_predictor_with_a_workdir_equals_predict_detr(full_run, data_root, tmp_path):
+    from amr_jax import Predictor
+    from amr_jax.data.loader import load_split
+
+    workdir, _ = full_run
+    output = tmp_path / "pred.jsonl"
+    predict_to_file(workdir, data_root / "annotations.jsonl", data_root / "clap",
+                    data_root / "clap_text", output, model_factory=fx.tiny_model_factory)
+    written = {str(p["qid"]): p["pred_relevant_windows"] for p in read_predictions(output)}
+    split = load_split(data_root / "annotations.jsonl", data_root / "clap", data_root / "clap_text",
+                       num_workers=1, progress=False)
+    predictor = Predictor(detr_workdir=workdir, model_factory=fx.tiny_model_factory)
+    vid = split.vids[0]
+    records = [r for r in split.records if r.vid == vid]
+    results = predictor.predict(split.audio[vid], [split.text[r.key] for r in records],
+                                duration=records[0].duration)
+    for record, result in zip(records, results):
+        assert [[round(v, 4) for v in w] for w in result.windows] == written[record.key]
+
+
+def test_workdir_from_before_the_seed003_switches_still_loads(full_run, tmp_path):
+    import shutil
+
+    workdir = tmp_path / "old"
+    shutil.copytree(full_run[0], workdir)
+    saved = json.loads((workdir / "config.json").read_text())
+    for section, key in (("model", "quality_head"), ("postprocess", "short_proposals"),
+                         ("data", "saliency_labels"), ("data", "source")):
+        saved[section].pop(key, None)
+    (workdir / "config.json").write_text(json.dumps(saved))
+    config = trainer.load_config(workdir)
+    assert config.data.saliency_labels == "first_window" and config.data.source == "folders"
+    assert not config.postprocess.short_proposals and not config.model.quality_head
