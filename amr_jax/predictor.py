@@ -218,6 +218,9 @@ class Predictor:
         num_q = len(items)
         windows = np.asarray(windows).reshape(len(segments), num_q, *np.shape(windows)[1:])
         valid = np.asarray(valid).reshape(len(segments), num_q, -1)
+        if curves is not None:  # [S, Q, T] per segment and query
+            curves = np.asarray(curves).reshape(len(segments), num_q, -1)
+            mask = np.asarray(mask).reshape(len(segments), num_q, -1)
         results = []
         for q in range(num_q):
             shifted = windows[:, q].copy()
@@ -228,8 +231,7 @@ class Predictor:
                 kept = merge_segment_windows(shifted, valid[:, q], iou_threshold=self.merge_iou)
             curve = None
             if curves is not None:
-                curves_q = np.asarray(curves).reshape(len(segments), num_q, -1)[:, q]
-                mask_q = np.asarray(mask).reshape(len(segments), num_q, -1)[:, q]
+                curves_q, mask_q = curves[:, q], mask[:, q]
                 total, count = np.zeros(len(frames)), np.zeros(len(frames))
                 for s, start in enumerate(starts):
                     n = int(mask_q[s].sum())
