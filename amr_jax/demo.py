@@ -13,29 +13,18 @@ import os
 import time
 from pathlib import Path
 
-from absl import logging
 
 from amr_jax.clap.convert import convert_and_save
-from amr_jax.data.synthetic import CHECKPOINT_STEM, generate_split
+from amr_jax.data.synthetic import CHECKPOINT_STEM
+from amr_jax.data.synthetic_sets import generate_splits
 from amr_jax.eval import metrics as metrics_lib
 from amr_jax.io_utils import atomic_write_text
 
 
 def make_demo_data(workdir: Path, *, num_recordings: int, preset: str = "castella") -> dict[str, Path]:
     """Writes (or reuses) synthetic train/val/test splits; returns their folders."""
-    splits = {"train": (0, 2 * num_recordings), "val": (1, num_recordings // 2),
-              "test": (2, num_recordings)}
-    folders = {}
-    for name, (seed, count) in splits.items():
-        folder = workdir / "data" / name
-        marker = folder / "SYNTHETIC.json"
-        if marker.is_file() and json.loads(marker.read_text()).get("num_recordings") == count:
-            logging.info("reusing synthetic %s split in %s", name, folder)
-        else:
-            print(f"[demo] generating SYNTHETIC {preset} {name} split ({count} recordings) in {folder}")
-            generate_split(preset, folder, seed=seed, num_recordings=count)
-        folders[name] = folder
-    return folders
+    return generate_splits(workdir / "data", preset, counts={
+        "train": 2 * num_recordings, "val": num_recordings // 2, "test": num_recordings})
 
 
 def split_paths(folder: Path) -> dict[str, str]:

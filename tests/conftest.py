@@ -8,6 +8,13 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Many tests (and the binaries they start as subprocesses, which inherit the environment)
+# compile the same programs; XLA's persistent cache lets the second compilation load the
+# first one's executable. Keyed by the program and the compiler flags, so it never changes
+# a result. A user's own setting wins.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      str(REPO / ".pytest_cache" / "jax_compilation_cache"))
 SHARED_DATA = Path(os.environ.get("AMR_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 

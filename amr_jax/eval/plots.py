@@ -183,3 +183,29 @@ def query_timelines(records: Sequence[QueryRecord], systems: dict[str, Sequence[
                loc="lower center", ncol=3, fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     return _png(fig)
+
+
+def ablation_bars(summaries: dict[str, dict], *, keys: Sequence[str] = metrics_lib.BRIEF_KEYS,
+                  title: str = "") -> bytes:
+    """Grouped bars: one group per figure, one bar per row (mean, with std error bars).
+
+    Args:
+      summaries: {row: {"mean": {key: x}, "std": {key: x}, "num_runs": n}} in table order.
+      keys: brief figures to draw.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(keys) * max(1, len(summaries)) / 3), 3.8))
+    width = 0.8 / max(1, len(summaries))
+    positions = np.arange(len(keys))
+    for k, (name, s) in enumerate(summaries.items()):
+        means = [s["mean"][key] for key in keys]
+        stds = [s["std"][key] for key in keys]
+        bars = ax.bar(positions + k * width, means, width, yerr=stds, capsize=2,
+                      label=f"{name} ({s['num_runs']} seeds)")
+        ax.bar_label(bars, fmt="%.1f", fontsize=6)
+    ax.set_xticks(positions + width * (len(summaries) - 1) / 2, list(keys), fontsize=8)
+    ax.set_ylabel("test (x100), mean ± std over seeds")
+    ax.legend(fontsize=7, ncol=max(1, len(summaries) // 6))
+    fig.suptitle(title or "ablation", fontsize=10)
+    fig.tight_layout()
+    return _png(fig)

@@ -38,7 +38,8 @@ metrics.jsonl (one line per epoch). Predict with the best checkpoint:
 Expected on real CASTELLA features (official baseline, 5 seeds, test split):
 R1@0.5 22.7, R1@0.7 10.2, mAP 10.5.
 
-`:runlocal` is a small smoke run (2 epochs, batch 8) for a tiny synthetic split, e.g.
+`:runlocal` is a small smoke run (2 epochs, batch 8, hidden 64 / FFN 128 instead of 256 / 1024)
+for a tiny synthetic split, e.g.
 
   python -m experiments.make_synthetic --preset=castella --output=/tmp/syn --seed=0 \
     --num_recordings=16
@@ -174,6 +175,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.train.log_every_steps = 2
         config.train.checkpoint_every_steps = 1000  # epoch ends only
         config.data.num_workers = 2
+        # A narrower model (same layers, heads and code paths): the smoke runs of the
+        # tests, notebooks and demo spend their time in XLA compilation and CPU steps,
+        # not in what the width would show. Full width: drop runlocal.
+        config.model.hidden_dim = 64
+        config.model.dim_feedforward = 128
     config.lock()
     return config
 
