@@ -161,7 +161,7 @@ def read_foreground_list(path: str | os.PathLike, *, max_duration_s: float) -> l
     items, seen = [], {}
     for where, obj in _json_lines(path, "foreground list"):
         item_id, duration, rel = _common(obj, where, seen)
-        captions = _field(obj, "captions", where, list)
+        captions = _field(obj, "captions", f"{where} id={item_id}", list)
         if not captions or not all(isinstance(c, str) and c.strip() for c in captions):
             raise InputListError(f"{where} id={item_id}: field 'captions' must be a non-empty "
                                  f"list of non-empty strings")
