@@ -283,6 +283,8 @@ def generate_recipes(foregrounds: Sequence[Foreground], backgrounds: Sequence[Ba
       InputListError: no background recording is as long as the context, or `num_clips`
         exceeds the number of segments.
     """
+    if not foregrounds or not backgrounds:
+        raise InputListError("no foreground clips or no background recordings given")
     shortest = min(fg.duration for fg in foregrounds)
     if max(config.recur_counts) * shortest >= config.clip_s:
         raise InputListError(f"the shortest foreground clip ({shortest:g} s) cannot occur "
