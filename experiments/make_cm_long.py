@@ -4,6 +4,9 @@
       --output=DIR --seed=0 [--num_clips=N] [--audio_root=AUDIO [--bg_audio_root=BG_AUDIO]]
   python -m experiments.make_cm_long --recipes=DIR/recipes.jsonl --output=DIR \
       --audio_root=AUDIO        # render existing recipes only
+  python -m experiments.make_cm_long --clotho_captions=clotho_captions_development.csv \
+      --audio_root=CLOTHO/development --background_from_audio --bg_audio_root=WALK_WAVS \
+      --output=DIR [...]        # lists built from the audio (DIR/foreground.jsonl, background.jsonl)
 
 Lists (jsonl): foreground `{"id", "duration", "captions": [...], "path"?}`, background
 `{"id", "duration", "path"?}` (`path` relative to the audio root, default `<id>.wav`).
@@ -20,6 +23,7 @@ from absl import flags
 
 from amr_jax import cli
 from amr_jax.data import clotho_moment_long as cml
+from amr_jax.data import cm_lists
 from amr_jax.data.cm_mixer import MixConfig, render_recipes
 from amr_jax.errors import UsageError
 from amr_jax.io_utils import atomic_write_text
@@ -40,7 +44,18 @@ _BG_AUDIO_ROOT = flags.DEFINE_string("bg_audio_root", None,
                                      "Background audio folder (default: --audio_root).")
 _SAMPLE_RATE = flags.DEFINE_integer("sample_rate", 32000, "Output sample rate (Hz).")
 _WAV_ENCODING = flags.DEFINE_enum("wav_encoding", "pcm16", ["pcm16", "float32"], "WAV samples.")
-_NUM_WORKERS = flags.DEFINE_integer("num_workers", 2, "Rendering threads.")
+_NUM_WORKERS = flags.DEFINE_integer("num_workers", 2, "Rendering / measuring threads.")
+_CLOTHO_CAPTIONS = flags.DEFINE_string(
+    "clotho_captions", None, "Build the foreground list from this Clotho captions CSV and the "
+    "WAVs in --audio_root (trimmed as the generator), instead of --foreground.")
+_TRIM_DB = flags.DEFINE_float("trim_db", 5.0, "Trimming threshold below the clip power (dB).")
+_BACKGROUND_FROM_AUDIO = flags.DEFINE_bool(
+    "background_from_audio", False, "Build the background list from the WAVs in "
+    "--bg_audio_root (or --audio_root), instead of --background.")
+
+
+def _write_jsonl(path: Path, lines: list[dict]) -> Path:
+    return atomic_write_text(path, "".join(json.dumps(line) + "\n" for line in lines))
 
 
 def main(argv):
@@ -51,15 +66,30 @@ def main(argv):
         recipes = cml.read_recipes(_RECIPES.value)
         summary = None
     else:
-        if not (_FOREGROUND.value and _BACKGROUND.value):
-            raise UsageError("pass --foreground and --background (or --recipes to render)")
+        fg_list, bg_list = _FOREGROUND.value, _BACKGROUND.value
+        if not ((fg_list or _CLOTHO_CAPTIONS.value) and (bg_list or _BACKGROUND_FROM_AUDIO.value)):
+            raise UsageError("pass --foreground and --background (or --recipes to render; or "
+                             "--clotho_captions / --background_from_audio to build the lists)")
+        if _CLOTHO_CAPTIONS.value:
+            if not _AUDIO_ROOT.value:
+                raise UsageError("--clotho_captions needs --audio_root (the Clotho WAV folder)")
+            fg_list = outputs["foreground list"] = _write_jsonl(
+                output / "foreground.jsonl", cm_lists.foreground_list_from_clotho(
+                    _CLOTHO_CAPTIONS.value, _AUDIO_ROOT.value, clip_db=_TRIM_DB.value,
+                    num_workers=_NUM_WORKERS.value))
+        if _BACKGROUND_FROM_AUDIO.value:
+            bg_root = _BG_AUDIO_ROOT.value or _AUDIO_ROOT.value
+            if not bg_root:
+                raise UsageError("--background_from_audio needs --bg_audio_root or --audio_root")
+            bg_list = outputs["background list"] = _write_jsonl(
+                output / "background.jsonl", cm_lists.background_list_from_folder(bg_root))
         try:
             config = cml.RecipeConfig(clip_s=_CLIP_S.value, mean_gap_s=_MEAN_GAP_S.value,
                                       recur_prob=_RECUR_PROB.value, bg_hop_s=_BG_HOP_S.value)
         except ValueError as e:
             raise UsageError(str(e)) from None
-        foregrounds = cml.read_foreground_list(_FOREGROUND.value, max_duration_s=config.clip_s)
-        backgrounds = cml.read_background_list(_BACKGROUND.value)
+        foregrounds = cml.read_foreground_list(fg_list, max_duration_s=config.clip_s)
+        backgrounds = cml.read_background_list(bg_list)
         with tqdm.tqdm(desc="recipes", unit="clip", mininterval=1.0) as bar:
             def progress(done, total):
                 bar.total = total

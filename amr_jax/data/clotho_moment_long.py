@@ -25,7 +25,7 @@ gives only the parameters):
   drawn event ends up in the data and the realized share of recurring events is the
   recipe's. (Discarding it, as the reference does with its single events, keeps mostly
   short single events: at 300 s, 45 s gaps and ~22 s clips the realized recurrence share
-  falls from 0.35 to about 0.23.) An event is also deferred when its foreground clip is
+  falls from 0.35 to about 0.27.) An event is also deferred when its foreground clip is
   already in the clip;
 - inside a clip the (gap, occurrence) pairs of its events are shuffled, so recurrences are
   interleaved with other events, then laid out from 0 s: occurrence i starts after the
@@ -47,7 +47,9 @@ Files (the release layout of `clotho_moment_{split}_release.jsonl`):
     with the windows (Clotho-Moment has one scalar; here each occurrence has its own level).
 
 Input lists (jsonl, one object per line):
-  foreground: `{"id": str, "duration": s, "captions": [str, ...], "path"?: str}`;
+  foreground: `{"id": str, "duration": s, "captions": [str, ...], "path"?: str,
+  "offset"?: s}` (the clip is [offset, offset + duration) of its file; `cm_lists` builds this
+  list from Clotho with the generator's trimming);
   background: `{"id": str, "duration": s, "path"?: str}`; `path` (relative to the audio
   root) defaults to `<id>.wav`.
 """
@@ -103,6 +105,7 @@ class Foreground:
     duration: float
     captions: tuple[str, ...]
     path: str
+    offset: float = 0.0  # where the clip starts in its file (s): the generator trims quiet heads
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,7 +171,13 @@ def read_foreground_list(path: str | os.PathLike, *, max_duration_s: float) -> l
         if duration > max_duration_s:
             raise InputListError(f"{where} id={item_id}: duration {duration:g} s exceeds the "
                                  f"{max_duration_s:g} s context")
-        items.append(Foreground(item_id, duration, tuple(c.strip() for c in captions), rel))
+        offset = obj.get("offset", 0.0)  # optional field of the list format
+        if not isinstance(offset, (int, float)) or isinstance(offset, bool) or not (
+                math.isfinite(offset) and offset >= 0):
+            raise InputListError(f"{where} id={item_id}: field 'offset' must be a number >= 0, "
+                                 f"got {offset!r}")
+        items.append(Foreground(item_id, duration, tuple(c.strip() for c in captions), rel,
+                                float(offset)))
     if not items:
         raise InputListError(f"{path}: no foreground clips")
     return items
@@ -276,7 +285,7 @@ def generate_recipes(foregrounds: Sequence[Foreground], backgrounds: Sequence[Ba
     Returns:
       (recipes, generation summary). A recipe:
       `{"vid", "duration", "background": {"id", "path", "start", "dB"},
-        "events": [{"qid", "fg_id", "path", "caption", "duration",
+        "events": [{"qid", "fg_id", "path", "offset", "caption", "duration",
                     "occurrences": [{"start", "dB"}, ...]}, ...]}` (times in seconds).
 
     Raises:
@@ -330,7 +339,8 @@ def generate_recipes(foregrounds: Sequence[Foreground], backgrounds: Sequence[Ba
             occ = sorted(({"start": starts[(e_i, j)], "dB": float(e.levels[j])}
                           for j in range(len(e.gaps))), key=lambda o: o["start"])
             events.append({"qid": f"{qid:05d}", "fg_id": e.fg.id, "path": e.fg.path,
-                           "caption": e.caption, "duration": e.fg.duration, "occurrences": occ})
+                           "offset": e.fg.offset, "caption": e.caption,
+                           "duration": e.fg.duration, "occurrences": occ})
             qid += 1
         recipes.append({
             "vid": f"{bg.id}_{_fmt_s(start)}_{_fmt_s(start + config.clip_s)}",
@@ -460,7 +470,8 @@ def read_recipes(path: str | os.PathLike) -> list[dict]:
         for name, kind in (("path", str), ("start", (int, float)), ("dB", (int, float))):
             _field(bg, name, f"{where} background", kind)
         for e in _field(obj, "events", where, list):
-            for name, kind in (("path", str), ("duration", (int, float)), ("occurrences", list)):
+            for name, kind in (("path", str), ("offset", (int, float)), ("duration", (int, float)),
+                               ("occurrences", list)):
                 _field(e, name, f"{where} event", kind)
             for o in e["occurrences"]:
                 _field(o, "start", f"{where} qid={e.get('qid')}", (int, float))

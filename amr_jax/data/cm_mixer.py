@@ -105,7 +105,8 @@ def render_recipe(recipe: dict, *, fg_root: str | os.PathLike, bg_root: str | os
     occurrences, names = [], []
     for event in recipe["events"]:
         fg_path = Path(fg_root) / event["path"]
-        fg = load_clip(fg_path, start_s=0.0, duration_s=float(event["duration"]), config=config)
+        fg = load_clip(fg_path, start_s=float(event["offset"]), duration_s=float(event["duration"]),
+                       config=config)
         for o in event["occurrences"]:
             occurrences.append((fg, float(o["start"]), float(o["dB"])))
             names.append(str(fg_path))

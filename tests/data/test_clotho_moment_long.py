@@ -150,6 +150,7 @@ def _write(path, lines):
     ({"id": "x", "duration": 20, "captions": ["a", ""]}, "'captions' must be a non-empty list"),
     ({"id": "x", "duration": 400, "captions": ["a"]}, "exceeds the 300 s context"),
     ({"id": "x", "duration": 20, "captions": ["a"], "path": 3}, "'path' must be a non-empty"),
+    ({"id": "x", "duration": 20, "captions": ["a"], "offset": -1}, "'offset' must be a number"),
     ([1, 2], "expected a JSON object"),
 ])
 def test_foreground_list_errors(tmp_path, line, message):

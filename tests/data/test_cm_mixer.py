@@ -14,7 +14,8 @@ def _wav(path, x, rate, encoding="float32"):
 def _recipe(duration=4.0, bg_db=-20.0, events=()):
     return {"vid": "walk_0.0_4.0", "duration": duration,
             "background": {"id": "walk", "path": "walk.wav", "start": 1.0, "dB": bg_db},
-            "events": [{"qid": f"{i:05d}", "fg_id": name, "path": f"{name}.wav", "caption": "c",
+            "events": [{"qid": f"{i:05d}", "fg_id": name, "path": f"{name}.wav", "offset": 0.0,
+                        "caption": "c",
                         "duration": dur, "occurrences": [{"start": s, "dB": db} for s, db in occ]}
                        for i, (name, dur, occ) in enumerate(events)]}
 

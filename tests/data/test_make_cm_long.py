@@ -100,3 +100,43 @@ def test_synthetic_preset_binary(tmp_path):
     assert all(split.audio[r.vid].shape == (300, 768) for r in split.records)
     assert all(r.duration == 300 and len(r.windows) == len(r.extra["fg_dB"])
                for r in split.records)
+
+
+def test_binary_builds_lists_from_audio(lists, tmp_path):
+    """Clotho CSV + WAV folder (quiet heads trimmed) and a background folder, then render: the
+    rendered occurrence starts with the clip's active part, not its quiet head."""
+    clotho = tmp_path / "clotho"
+    clotho.mkdir()
+    rate = 16000
+    for i in range(6):
+        tone = 0.5 * np.sin(2 * np.pi * 440 * np.arange(rate) / rate)
+        (clotho / f"c{i}.wav").write_bytes(audio.wav_bytes(
+            np.concatenate([np.zeros(rate) + 1e-4, tone]), rate))
+    (tmp_path / "captions.csv").write_text(
+        "file_name,caption_1\n" + "".join(f"c{i}.wav,tone {i}\n" for i in range(6)))
+    run = _run("experiments.make_cm_long", f"--clotho_captions={tmp_path / 'captions.csv'}",
+               f"--audio_root={clotho}", "--background_from_audio",
+               f"--bg_audio_root={lists / 'bg'}", f"--output={tmp_path / 'out'}",
+               "--clip_s=10", "--mean_gap_s=2", "--bg_hop_s=20", "--sample_rate=16000")
+    assert run.returncode == 0, run.stderr[-3000:]
+    fg = [json.loads(x) for x in (tmp_path / "out/foreground.jsonl").read_text().splitlines()]
+    assert all(x["offset"] == 1.0 and x["duration"] == 1.0 for x in fg) and len(fg) == 6
+    assert "walkA" in (tmp_path / "out/background.jsonl").read_text()
+    # An occurrence with at least 0.3 s of silence before it.
+    for line in (tmp_path / "out/recipes.jsonl").read_text().splitlines():
+        recipe = json.loads(line)
+        spans = sorted((o["start"], o["start"] + e["duration"])
+                       for e in recipe["events"] for o in e["occurrences"])
+        ends = [0.0] + [en for _, en in spans]
+        found = [st for (st, _), end in zip(spans, ends) if st - end >= 0.3]
+        if found:
+            start = found[0]
+            break
+    y, _ = audio.read_wav(tmp_path / "out/wav" / f"{recipe['vid']}.wav")
+    first = int(start * rate)
+    # The 440 Hz tone (not the quiet head, which peak normalization would make a loud
+    # constant) right from the onset.
+    t = np.arange(first, first + rate // 4) / rate
+    basis = np.stack([np.sin(2 * np.pi * 440 * t), np.cos(2 * np.pi * 440 * t)], 1)
+    amplitude = np.linalg.norm(np.linalg.lstsq(basis, y[first:first + rate // 4], rcond=None)[0])
+    assert amplitude > 3 * np.sqrt(np.mean(y[first - rate // 4:first] ** 2))
