@@ -6,7 +6,7 @@
       --audio_root=AUDIO        # render existing recipes only
   python -m experiments.make_cm_long --clotho_captions=clotho_captions_development.csv \
       --audio_root=CLOTHO/development --background_from_audio --bg_audio_root=WALK_WAVS \
-      --output=DIR [...]        # lists built from the audio (DIR/foreground.jsonl, background.jsonl)
+      --output=DIR [...]   # lists built from the audio (DIR/foreground.jsonl, background.jsonl)
 
 Lists (jsonl): foreground `{"id", "duration", "captions": [...], "path"?}`, background
 `{"id", "duration", "path"?}` (`path` relative to the audio root, default `<id>.wav`).

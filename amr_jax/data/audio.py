@@ -145,7 +145,8 @@ def wav_bytes(samples: np.ndarray, rate: int, *, encoding: str = "pcm16") -> byt
     return b"RIFF" + struct.pack("<I", len(body)) + body
 
 
-def _kaiser_sinc(up: int, down: int, zeros: int, rolloff: float, beta: float) -> tuple[np.ndarray, int]:
+def _kaiser_sinc(up: int, down: int, zeros: int, rolloff: float,
+                 beta: float) -> tuple[np.ndarray, int]:
     """Low-pass filter h[m], m in [-H, H], at the upsampled rate, with gain `up`."""
     cutoff = rolloff * min(1.0, up / down) / (2 * up)  # cycles per upsampled sample
     half = int(math.ceil(zeros / (2 * cutoff)))      # `zeros` zero crossings on each side

@@ -273,8 +273,8 @@ def draw_clotho_moment_long_annotations(rng: np.random.Generator, num_recordings
 
     pool = []
     for i in range(max(200, 3 * num_recordings)):
-        duration = float(np.clip(rng.normal(19.0, 6.0), 1.0, 30.0)) if rng.random() > 0.04 else float(
-            rng.uniform(1.0, 10.0))
+        duration = (float(np.clip(rng.normal(19.0, 6.0), 1.0, 30.0)) if rng.random() > 0.04
+                    else float(rng.uniform(1.0, 10.0)))
         subject, verb = rng.choice(_SUBJECTS), rng.choice(_VERBS)
         captions = tuple(
             f"{subject} {verb} {rng.choice(_TAILS)} while {str(rng.choice(_SUBJECTS)).lower()} "

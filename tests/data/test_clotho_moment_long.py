@@ -163,7 +163,8 @@ def test_foreground_list_errors(tmp_path, line, message):
 def test_other_input_errors(tmp_path):
     fg_line = {"id": "a", "duration": 10, "captions": ["c"]}
     dup = _write(tmp_path / "dup.jsonl", [fg_line, fg_line])
-    with pytest.raises(cml.InputListError, match=r"dup.jsonl:2: duplicate id 'a' \(first at .*:1\)"):
+    with pytest.raises(cml.InputListError,
+                       match=r"dup.jsonl:2: duplicate id 'a' \(first at .*:1\)"):
         cml.read_foreground_list(dup, max_duration_s=300)
     with pytest.raises(cml.InputListError, match="no background recordings"):
         cml.read_background_list(_write(tmp_path / "empty.jsonl", []))

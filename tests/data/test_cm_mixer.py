@@ -30,7 +30,8 @@ def test_mix_is_the_generator_rule_exactly(tmp_path):
     _wav(tmp_path / "walk.wav", walk, rate)
     _wav(tmp_path / "tone.wav", tone, rate)
     _wav(tmp_path / "chirp.wav", chirp, rate)
-    recipe = _recipe(events=[("tone", 1.5, [(0.2, 3.0), (2.3, -4.0)]), ("chirp", 1.0, [(1.7, 0.5)])])
+    recipe = _recipe(events=[("tone", 1.5, [(0.2, 3.0), (2.3, -4.0)]),
+                             ("chirp", 1.0, [(1.7, 0.5)])])
     config = cm_mixer.MixConfig(sample_rate=rate)
     out = cm_mixer.render_recipe(recipe, fg_root=tmp_path, bg_root=tmp_path, config=config)
 
@@ -104,7 +105,8 @@ def test_mixer_errors(tmp_path):
         cm_mixer.render_recipe(recipe, fg_root=tmp_path, bg_root=tmp_path, config=config)
     _wav(tmp_path / "walk.wav", np.ones(6 * rate) * 0.1, rate)
     short = _recipe(events=[("tone", 1.5, [(0.5, 0.0)])])
-    with pytest.raises(audio.AudioError, match=r"tone.wav: has 1.000 s from 0 s, the recipe needs 1.5 s"):
+    with pytest.raises(audio.AudioError,
+                       match=r"tone.wav: has 1.000 s from 0 s, the recipe needs 1.5 s"):
         cm_mixer.render_recipe(short, fg_root=tmp_path, bg_root=tmp_path, config=config)
     _wav(tmp_path / "tone.wav", np.zeros(rate), rate)
     with pytest.raises(audio.AudioError, match="tone.wav: the foreground clip is silent"):
@@ -113,5 +115,6 @@ def test_mixer_errors(tmp_path):
         cm_mixer.render_recipe(recipe, fg_root=tmp_path / "nowhere", bg_root=tmp_path,
                                config=config)
     _wav(tmp_path / "walk.wav", np.ones(3 * rate) * 0.1, rate)  # segment [1, 5) s needs 5 s
-    with pytest.raises(audio.AudioError, match=r"walk.wav: has 2.000 s from 1 s, the recipe needs 4 s"):
+    with pytest.raises(audio.AudioError,
+                       match=r"walk.wav: has 2.000 s from 1 s, the recipe needs 4 s"):
         cm_mixer.render_recipe(recipe, fg_root=tmp_path, bg_root=tmp_path, config=config)

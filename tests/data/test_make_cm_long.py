@@ -85,7 +85,8 @@ def test_binary_bad_input(lists, tmp_path):
     assert run.returncode == cli.EXIT_ANNOTATION and "Traceback" not in run.stderr
     assert f"error: {bad}:2 id=b: missing field 'captions'" in run.stderr
     usage = _run("experiments.make_cm_long", f"--output={tmp_path / 'o'}")
-    assert usage.returncode == cli.EXIT_USAGE and "pass --foreground and --background" in usage.stderr
+    assert usage.returncode == cli.EXIT_USAGE
+    assert "pass --foreground and --background" in usage.stderr
 
 
 def test_synthetic_preset_binary(tmp_path):
