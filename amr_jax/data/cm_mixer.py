@@ -13,9 +13,10 @@ So a foreground's peak sits (fg_dB - bg_dB) dB above the scaled background's RMS
 final normalization (20 to 30 dB for U[-5, 5] and U[-25, -15]).
 
 Deviations from the reference generator (each only where the reference would fail or is
-undefined): a foreground file is played for the recipe's `duration` (cut when the file is
-longer; an error when it is shorter by more than `duration_tolerance_s`), the reference plays
-the whole file (its durations were measured on the same files); an occurrence is cut at the
+undefined): a foreground file is played from the recipe's `offset` for its `duration` (the
+reference writes trimmed copies first and plays them whole: the same samples when the list
+comes from `cm_lists`; here a file shorter than asked by more than `duration_tolerance_s` is
+an error); an occurrence is cut at the
 clip end (the reference's recipes never reach it); a silent background or foreground is an
 error naming the file (the reference would write NaNs). Resampling is our Kaiser-windowed
 sinc (`amr_jax.data.audio.resample`), not librosa's soxr; channels are averaged as librosa
