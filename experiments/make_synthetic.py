@@ -1,6 +1,7 @@
 """Writes a SYNTHETIC split in the real DCASE layout (features, text, MS-CLAP heads).
 
-  python -m experiments.make_synthetic --preset=castella --output=DIR --seed=0 \
+  python -m experiments.make_synthetic --preset=castella|clotho_moment|clotho_moment_long \
+      --output=DIR --seed=0 \
       [--annotations=../shared/data/castella/castella_test_release.jsonl] [--num_recordings=N]
 
 With --annotations the real queries, durations and windows are reused; the
@@ -14,7 +15,8 @@ from absl import flags
 from amr_jax import cli
 from amr_jax.data.synthetic import generate_split
 
-_PRESET = flags.DEFINE_enum("preset", "castella", ["castella", "clotho_moment"], "Dataset structure.")
+_PRESET = flags.DEFINE_enum("preset", "castella", ["castella", "clotho_moment", "clotho_moment_long"],
+                            "Dataset structure.")
 _OUTPUT = flags.DEFINE_string("output", None, "Output folder.", required=True)
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of this split.")
 _WORLD_SEED = flags.DEFINE_integer("world_seed", 0, "Seed of the shared world (heads, vocabulary).")

@@ -50,6 +50,7 @@ PROJECTION_KEYS = ("linear1.weight", "linear2.weight", "layer_norm.weight", "lay
 HEAD_PREFIXES = ("audio_encoder.projection.", "caption_encoder.projection.")
 CHECKPOINT_STEM = "msclap_synthetic"
 MAX_CASTELLA_FRAMES = 300
+PRESETS = ("castella", "clotho_moment", "clotho_moment_long")
 
 _STOPWORDS = frozenset(
     "a an the is are as and of in on with while then by to from at something someone being it its "
@@ -260,6 +261,34 @@ def draw_clotho_moment_annotations(rng: np.random.Generator, num_recordings: int
     return lines
 
 
+def draw_clotho_moment_long_annotations(rng: np.random.Generator, num_recordings: int,
+                                        first_qid: int = 0) -> list[dict]:
+    """Clotho-Moment-Long-like: the real recipe (`clotho_moment_long.generate_recipes`, 300 s,
+    Exp(45 s) gaps, recurrences) over a synthetic clip pool; one 300 s background per clip.
+
+    The pool has Clotho-like clips (durations as the Clotho-Moment windows: mostly
+    N(19, 6) s cut to [1, 30]) with five captions sharing a subject and a verb.
+    """
+    from amr_jax.data import clotho_moment_long as cml  # the recipe, not needed otherwise
+
+    pool = []
+    for i in range(max(200, 3 * num_recordings)):
+        duration = (float(np.clip(rng.normal(19.0, 6.0), 1.0, 30.0)) if rng.random() > 0.04
+                    else float(rng.uniform(1.0, 10.0)))
+        subject, verb = rng.choice(_SUBJECTS), rng.choice(_VERBS)
+        captions = tuple(
+            f"{subject} {verb} {rng.choice(_TAILS)} while {str(rng.choice(_SUBJECTS)).lower()} "
+            f"{rng.choice(_VERBS)}".replace("  ", " ") for _ in range(5))
+        pool.append(cml.Foreground(f"synthfg_{i:05d}", round(duration, 2), captions,
+                                   f"synthfg_{i:05d}.wav"))
+    config = cml.RecipeConfig()
+    backgrounds = [cml.Background(f"synthwalk{i:05d}", config.clip_s, f"synthwalk{i:05d}.wav")
+                   for i in range(num_recordings)]
+    recipes, _ = cml.generate_recipes(pool, backgrounds, config=config,
+                                      seed=int(rng.integers(2 ** 31)), first_qid=first_qid)
+    return cml.annotation_lines(recipes)
+
+
 def _records_to_lines(records: list[QueryRecord]) -> list[dict]:
     lines = []
     for r in records:
@@ -317,7 +346,8 @@ def generate_split(preset: str, output: str | os.PathLike, *, seed: int = 0, wor
       neutral_text/<phrase>.npz, msclap_synthetic.npz (+ .pth), SYNTHETIC.json.
 
     Args:
-      preset: "castella" or "clotho_moment".
+      preset: "castella", "clotho_moment" or "clotho_moment_long" (300 s recordings,
+        whole-second frames as CASTELLA: the report extracts its features that way).
       output: target folder (created).
       seed: randomness of this split (annotations when drawn, features).
       world_seed: the shared world (vocabulary, heads, nuisance subspace).
@@ -327,14 +357,16 @@ def generate_split(preset: str, output: str | os.PathLike, *, seed: int = 0, wor
     Returns:
       A summary dict (also written to SYNTHETIC.json).
     """
-    if preset not in ("castella", "clotho_moment"):
-        raise ValueError(f"unknown preset {preset!r}; expected 'castella' or 'clotho_moment'")
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; expected one of {PRESETS}")
     output = Path(output)
     rng = np.random.default_rng([seed, 1])
     if annotations is not None:
         lines = _limit_recordings(_records_to_lines(read_annotations(annotations)), num_recordings)
     elif preset == "castella":
         lines = draw_castella_annotations(rng, num_recordings or 200)
+    elif preset == "clotho_moment_long":
+        lines = draw_clotho_moment_long_annotations(rng, num_recordings or 200)
     else:
         lines = draw_clotho_moment_annotations(rng, num_recordings or 200)
     world = SyntheticWorld(world_seed)

@@ -21,7 +21,8 @@ from absl import logging
 from amr_jax.data.records import QueryRecord
 
 # Frame offset (seconds at which frame 0 starts) of each released feature set.
-FRAME_OFFSET_S = {"castella": 0.0, "clotho_moment": -0.5}
+# Clotho-Moment-Long (seed 003) is extracted with CASTELLA's whole-second windows.
+FRAME_OFFSET_S = {"castella": 0.0, "clotho_moment": -0.5, "clotho_moment_long": 0.0}
 WHOLE_SECONDS, CENTRE_CUT = 0.0, -0.5
 _SHOWN_VIDS = 5
 
