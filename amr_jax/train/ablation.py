@@ -199,7 +199,7 @@ def format_table(rows: Sequence[AblationRow], summaries: Mapping[str, dict], *,
     lines += ["", "mean ± sample std over seeds (official metrics x100, test split)"]
     with_reference = [row for row in rows if row.reference]
     if with_reference:
-        lines += ["", "Reference figures (one seed, as published):", "",
+        lines += ["", "Reference figures (report 003, Table 1: real CASTELLA test split, one seed):", "",
                   "| row | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 1)]
         lines += [f"| {row.name} | " + " | ".join(f"{row.reference[k]:.2f}" for k in keys) + " |"
                   for row in with_reference]

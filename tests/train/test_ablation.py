@@ -104,7 +104,7 @@ def test_shared_pretraining_resume_and_seed_summary(data_root, tmp_path):
             assert s["std"][key] == pytest.approx(np.std(values, ddof=1), abs=0.006)
     table = (workdir / ablation.ABLATION_MD).read_text()
     assert "| B | pretrained | 2 |" in table and "| C | pretrained + dense saliency | 2 |" in table
-    assert "Reference figures" in table and "| C | 1.00 |" in table
+    assert "Reference figures (report 003" in table and "| C | 1.00 |" in table
     assert (workdir / ablation.ABLATION_PNG).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -122,3 +122,28 @@ def test_config_key_ignores_the_seed_but_not_the_data():
     assert ablation.config_key(a) == ablation.config_key(b)
     b.data.train_annotations = "elsewhere.jsonl"
     assert ablation.config_key(a) != ablation.config_key(b)
+
+
+def test_binary_runs_a_synthetic_row_and_resumes_without_training(tmp_path):
+    """SYNTHETIC smoke run of `experiments.ablation`; the rerun only re-reads the results."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    command = [sys.executable, "-m", "experiments.ablation", "--rows=B0", "--seeds=1",
+               "--runlocal", "--synthetic", "--num_recordings=3", "--finetune_epochs=1",
+               f"--workdir={tmp_path}", "--bootstrap_resamples=20"]
+    first = subprocess.run(command, cwd=repo, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "SYNTHETIC Ablation (report 003)" in first.stdout
+    assert f"wrote ablation chart: {tmp_path / 'ablation.png'}" in first.stderr
+    saved = json.loads((tmp_path / ablation.ABLATION_JSON).read_text())
+    assert list(saved) == ["B0"] and saved["B0"]["seeds"] == [2023]
+    again = subprocess.run(command, cwd=repo, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "finished earlier" in again.stderr and "first step" not in again.stderr
+    assert json.loads((tmp_path / ablation.ABLATION_JSON).read_text()) == saved
+    bad = subprocess.run(command[:3] + ["--rows=S9", f"--workdir={tmp_path}"], cwd=repo,
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1 and "unknown row(s) ['S9']" in bad.stderr
