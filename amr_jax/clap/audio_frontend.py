@@ -15,7 +15,9 @@ Clotho-Moment scripts as summarised in `../shared/REFERENCE_NOTES.md` section 8)
 * Windows (`window_audio`): 1 s (44,100 samples), 1 s hop, via `unfold` in the
   extractors. CASTELLA: truncate to 300 s, T = floor(N / 44100). Clotho-Moment:
   "centre-based cutting", 22,050 zeros on each side, no truncation,
-  T = floor(N / 44100) + 1. The wrapper's own repeat/crop to `duration: 7` is
+  T = floor(N / 44100) + 1. lighthouse's inference API (`clap_a.py`, used for a user's
+  own recordings by `amr_jax.Predictor`): whole seconds, no cap, T = floor(N / 44100).
+  The wrapper's own repeat/crop to `duration: 7` is
   never applied to these windows (the extractors call `audio_encoder.base` directly).
 * STFT (torchlibrosa `Spectrogram`, built by `HTSAT_Swin_Transformer` from
   `models/config.py`, NOT from the yml): n_fft = win = 1024, hop 320, periodic Hann,
@@ -47,7 +49,7 @@ import numpy as np
 from amr_jax.errors import UsageError
 
 SAMPLE_RATE = 44_100  # msclap config_2023.yml sampling_rate; the extractors' window rate
-LAYOUTS = ("castella", "clotho_moment")
+LAYOUTS = ("castella", "clotho_moment", "lighthouse")
 CASTELLA_MAX_SECONDS = 300
 
 
@@ -248,8 +250,9 @@ def window_audio(x: np.ndarray, layout: str, sr: int = SAMPLE_RATE) -> np.ndarra
 
     Args:
       x: `[N]` float signal at `sr`.
-      layout: "castella" (truncate to 300 s, T = floor(N / sr)) or "clotho_moment"
-        (sr // 2 zeros each side, T = floor(N / sr) + 1).
+      layout: "castella" (truncate to 300 s, T = floor(N / sr)), "clotho_moment"
+        (sr // 2 zeros each side, T = floor(N / sr) + 1) or "lighthouse" (no cap,
+        T = floor(N / sr)).
 
     Returns:
       `[T, sr]` float32 windows (T may be 0 for CASTELLA clips under 1 s).
@@ -257,6 +260,8 @@ def window_audio(x: np.ndarray, layout: str, sr: int = SAMPLE_RATE) -> np.ndarra
     x = np.asarray(x, np.float32)
     if layout == "castella":
         x = x[: CASTELLA_MAX_SECONDS * sr]
+    elif layout == "lighthouse":
+        pass
     elif layout == "clotho_moment":
         x = np.pad(x, (sr // 2, sr // 2))
     else:
