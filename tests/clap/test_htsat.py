@@ -12,10 +12,11 @@ import jax
 import numpy as np
 import pytest
 import torch
+from flax import nnx
 
 import htsat_testlib as tl
 from amr_jax.clap import audio_frontend as fe
-from amr_jax.clap import convert, htsat, htsat_convert
+from amr_jax.clap import convert, extract, htsat, htsat_convert
 from amr_jax.errors import ConversionError, UsageError
 
 SR = fe.SAMPLE_RATE
@@ -44,7 +45,9 @@ def small():
     model = tl.torch_htsat(tl.SMALL, seed=0)
     weights = tl.checkpoint_weights(model)
     cfg, params, converted, ignored = htsat_convert.convert(weights)
-    return model, weights, cfg, htsat.build_htsat(cfg, params), converted, ignored
+    ours = htsat.build_htsat(cfg, params)
+    # One compiled window -> feature program (batch 4) shared by the tests below.
+    return model, weights, cfg, ours, converted, ignored, extract.AudioEncoder(ours, batch_size=4)
 
 
 def _f64_log_mel(x):
@@ -92,32 +95,31 @@ def test_log_mel_tones(torch_frontend):
 
 
 def test_small_htsat_matches_msclap(small):
-    model, _, cfg, ours, converted, ignored = small
+    model, _, cfg, ours, converted, ignored, encoder = small
     assert cfg == tl.SMALL
     rng = np.random.default_rng(1)
     x = np.stack([rng.normal(0, 0.1, SR), 0.5 * np.sin(2 * np.pi * 440 * T1),
                   np.zeros(SR)]).astype(np.float32)
     ref_emb, ref_clip = tl.torch_embedding(model, x)
-    run = jax.jit(lambda w: (ours(fe.log_mel(w)), ours.clipwise(fe.log_mel(w))))
-    emb, clip = run(x)
+    emb = encoder.encode_windows(x)  # padded to the batch of 4
+    clip = jax.jit(lambda w: ours.clipwise(fe.log_mel(w)))(x)
     assert emb.shape == (3, cfg.num_features)
-    np.testing.assert_allclose(np.asarray(emb), ref_emb, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(emb, ref_emb, rtol=0, atol=1e-4)
     np.testing.assert_allclose(np.asarray(clip), ref_clip, rtol=0, atol=1e-5)
-    # Batched windows are independent: one window alone gives the same row.
-    np.testing.assert_allclose(np.asarray(run(x[1:2])[0])[0], np.asarray(emb)[1], atol=1e-5)
+    # Windows are independent: one window in a batch of zeros gives the same row.
+    np.testing.assert_allclose(encoder.encode_windows(x[1:2])[0], emb[1], atol=1e-5)
     assert "audio_encoder.base.htsat.head.weight" in ignored
     assert converted["audio_encoder.base.htsat.layers.0.blocks.0.attn.qkv.weight"].endswith("(T)")
 
 
 def test_whole_path_on_20s_signal_matches_reference_extraction(small):
     """wav -> windows (both layouts) -> log-mel -> HTS-AT vs the extractors' torch path."""
-    model, _, _, ours, _, _ = small
+    model, *_, encoder = small
     n = 20 * SR + 12_345
     t = np.arange(n) / SR
     rng = np.random.default_rng(2)
     sig = (0.3 * np.sin(2 * np.pi * (200 + 40 * t) * t) * (t % 4 < 2)
            + rng.normal(0, 0.02, n)).astype(np.float32)
-    enc = jax.jit(lambda w: ours(fe.log_mel(w)))
     for layout in ("castella", "clotho_moment"):
         audio = torch.from_numpy(sig)
         if layout == "clotho_moment":
@@ -127,7 +129,7 @@ def test_whole_path_on_20s_signal_matches_reference_extraction(small):
         np.testing.assert_array_equal(windows, ref_windows)
         assert len(windows) == (20 if layout == "castella" else 21)
         ref, _ = tl.torch_embedding(model, ref_windows)
-        np.testing.assert_allclose(np.asarray(enc(windows)), ref, rtol=0, atol=1e-4)
+        np.testing.assert_allclose(encoder.encode_windows(windows), ref, rtol=0, atol=1e-4)
 
 
 def test_full_2023_config_count_and_names():
@@ -175,8 +177,8 @@ def test_checkpoint_route_through_convert_and_orbax(small, tmp_path):
     loaded = convert.load_converted(tmp_path / "out")
     assert loaded.htsat_config == tl.SMALL
     x = np.random.default_rng(3).normal(0, 0.1, (2, SR)).astype(np.float32)
-    emb = jax.jit(lambda w, m: m(fe.log_mel(w)))(x, loaded.htsat_module())
-    np.testing.assert_allclose(np.asarray(emb), tl.torch_embedding(model, x)[0], atol=1e-4)
+    emb = extract.AudioEncoder(loaded.htsat_module(), batch_size=4).encode_windows(x)
+    np.testing.assert_allclose(emb, tl.torch_embedding(model, x)[0], atol=1e-4)
     bad = dict(sd)
     bad["audio_encoder.projection.linear1.weight"] = np.zeros((16, 5), np.float32)
     with pytest.raises(convert.ConversionError, match="HTS-AT width"):
@@ -207,4 +209,4 @@ def test_resample_and_io(tmp_path):
     with pytest.raises(UsageError, match="layout"):
         fe.window_audio(np.zeros(SR), "other")
     with pytest.raises(UsageError, match="T <= 1024"):
-        htsat.HTSAT(tl.SMALL, rngs=__import__("flax").nnx.Rngs(0))(np.zeros((1, 1100, 64)))
+        nnx.eval_shape(lambda: htsat.HTSAT(tl.SMALL, rngs=nnx.Rngs(0)))(np.zeros((1, 1100, 64)))
