@@ -1,14 +1,15 @@
 """Extracts MS-CLAP 2023 features in the release layout, all in JAX (no PyTorch at run time).
 
   python -m experiments.extract_features --clap=CONVERTED_DIR --audio=FILE_OR_DIR \
-      --layout=castella|clotho_moment --output=DIR \
+      --layout=castella|clotho_moment|lighthouse --output=DIR \
       [--queries=ANN.jsonl --tokenizer_dir=DIR] [--batch_size=16]
 
 --clap is an `experiments.convert_clap` folder converted from a checkpoint that holds
 `audio_encoder.base.htsat.*` (CLAP_weights_2023.pth does). Each wav (PCM; any rate,
 resampled to 44.1 kHz) becomes DIR/clap/<file stem>.npz with `features` [T, 768]:
 1 s windows, 1 s hop; castella truncates at 300 s (T = floor(seconds)), clotho_moment
-centre-pads half a window on each side (T = floor(seconds) + 1). With --queries every
+centre-pads half a window on each side (T = floor(seconds) + 1), lighthouse keeps whole
+seconds without a cap (T = floor(seconds), as lighthouse's inference API). With --queries every
 record's query becomes DIR/clap_text/qid<qid>.npz (`last_hidden_state` [L, 768], GPT-2
 of the converted folder, tokenizer from --tokenizer_dir). Files are written atomically.
 """
@@ -25,7 +26,7 @@ from amr_jax.errors import UsageError
 _CLAP = flags.DEFINE_string("clap", None, "Converted MS-CLAP folder (with HTS-AT).", required=True)
 _AUDIO = flags.DEFINE_string("audio", None, "A wav file or a folder of wav files.")
 _LAYOUT = flags.DEFINE_enum("layout", None, audio_frontend.LAYOUTS,
-                            "Window cut of the release: castella or clotho_moment.")
+                            "Window cut: castella, clotho_moment (the releases) or lighthouse.")
 _OUTPUT = flags.DEFINE_string("output", None, "Output feature root (clap/, clap_text/).",
                               required=True)
 _QUERIES = flags.DEFINE_string("queries", None, "Annotation jsonl whose queries to encode.")
