@@ -210,3 +210,14 @@ def test_resample_and_io(tmp_path):
         fe.window_audio(np.zeros(SR), "other")
     with pytest.raises(UsageError, match="T <= 1024"):
         nnx.eval_shape(lambda: htsat.HTSAT(tl.SMALL, rngs=nnx.Rngs(0)))(np.zeros((1, 1100, 64)))
+
+
+def test_24_bit_wav_equals_soundfile(tmp_path):
+    import soundfile  # a librosa dependency (htsat references)
+
+    x = np.random.default_rng(4).uniform(-0.9, 0.9, 999)
+    soundfile.write(tmp_path / "c.wav", x, 22050, subtype="PCM_24")
+    data, rate = fe.load_wav(tmp_path / "c.wav")
+    ref, ref_rate = soundfile.read(tmp_path / "c.wav", dtype="float32")
+    assert rate == ref_rate == 22050
+    np.testing.assert_allclose(data, ref, rtol=0, atol=1e-7)
