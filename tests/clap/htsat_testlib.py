@@ -75,3 +75,29 @@ def torch_embedding(model, waves: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     with torch.no_grad():
         out = model(torch.from_numpy(np.asarray(waves, np.float32)))
     return out["latent_output"].numpy(), out["clipwise_output"].numpy()
+
+
+def torch_resample(x: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
+    """torchaudio.functional.resample (sinc_interp_hann, width 6, rolloff 0.99) transcribed
+    in torch from torchaudio's source (no torchaudio build exists for the pinned torch):
+    float32 kernel, conv1d with stride orig, blocks interleaved, cut to ceil(new * N / orig)."""
+    import math
+
+    import torch
+
+    g = math.gcd(orig_sr, new_sr)
+    orig, new = orig_sr // g, new_sr // g
+    zeros, base = 6, min(orig, new) * 0.99
+    width = math.ceil(zeros * orig / base)
+    idx = torch.arange(-width, width + orig, dtype=torch.float64)[None, None] / orig
+    t = (torch.arange(0, -new, -1, dtype=torch.float64)[:, None, None] / new + idx) * base
+    t = t.clamp(-zeros, zeros)
+    window = torch.cos(t * math.pi / zeros / 2) ** 2
+    t = t * math.pi
+    kernel = torch.where(t == 0, torch.tensor(1.0, dtype=torch.float64), torch.sin(t) / t)
+    kernel = (kernel * window * base / orig).to(torch.float32)
+    wav = torch.from_numpy(np.asarray(x, np.float32))[None]
+    wav = torch.nn.functional.pad(wav, (width, width + orig))
+    out = torch.nn.functional.conv1d(wav[:, None], kernel, stride=orig)
+    out = out.transpose(1, 2).reshape(1, -1)
+    return out[0, : math.ceil(new * len(x) / orig)].numpy()

@@ -221,3 +221,12 @@ def test_24_bit_wav_equals_soundfile(tmp_path):
     ref, ref_rate = soundfile.read(tmp_path / "c.wav", dtype="float32")
     assert rate == ref_rate == 22050
     np.testing.assert_allclose(data, ref, rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("orig_sr", [16000, 22050, 48000, 32000])
+def test_resample_equals_torch_transcription(orig_sr):
+    x = np.random.default_rng(orig_sr).normal(0, 0.2, orig_sr // 3 + 7).astype(np.float32)
+    ours = fe.resample(x, orig_sr, SR)
+    ref = tl.torch_resample(x, orig_sr, SR)
+    assert ours.shape == ref.shape
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=2e-6)
