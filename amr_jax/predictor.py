@@ -23,8 +23,12 @@ segments' curves where they overlap.
 
 Queries are raw text (needs the GPT-2 weights in the converted MS-CLAP folder and a
 tokenizer folder, `tokenizer_dir`) or released-style text features `[L, 768]` (the last
-valid row is the end-of-text token). Audio is `[T, 768]` features or a `.npz` path in the
-release layout (key `features`).
+valid row is the end-of-text token). Audio is `[T, 768]` features, a `.npz` path in the
+release layout (key `features`), or a `.wav` path: the wav is encoded in JAX by the
+converted folder's HTS-AT (`clap_dir` converted from a checkpoint with
+`audio_encoder.base.htsat.*`), 1 s windows with 1 s hop over whole seconds without a
+300 s cap (lighthouse's inference cut, `audio_frontend.window_audio(..., "lighthouse")`),
+and `duration` defaults to the file's length.
 """
 
 from __future__ import annotations
@@ -140,6 +144,25 @@ class Predictor:
             self.max_frames = int(self.config.max_frames)
         self.hop_frames = hop_frames or max(1, self.max_frames // 2)
         self._embedded_cache = None
+        self._audio_encoder = None
+
+    def _wav_features(self, path: Path) -> tuple[np.ndarray, float]:
+        """`[T, 768]` features of a wav file and its duration in seconds."""
+        from amr_jax.clap import audio_frontend, convert, extract
+
+        if self._audio_encoder is None:
+            if self.clap_dir is None:
+                raise UsageError(f"{path}: a wav input needs clap_dir (a converted MS-CLAP folder "
+                                 "with HTS-AT weights)")
+            model = convert.load_converted(self.clap_dir).htsat_module()
+            if model is None:
+                raise UsageError(f"{path}: {self.clap_dir} holds no HTS-AT weights "
+                                 "(audio_encoder.base.htsat.*); convert the full MS-CLAP 2023 "
+                                 "checkpoint with experiments.convert_clap")
+            self._audio_encoder = extract.AudioEncoder(model)
+        signal, rate = audio_frontend.load_wav(path)
+        feats = self._audio_encoder.encode_signal(signal, rate, "lighthouse")
+        return feats, len(signal) / rate
 
     # ------------------------------------------------------------------------------------
 
@@ -179,7 +202,8 @@ class Predictor:
         """Localizes one or several queries in one recording.
 
         Args:
-          audio: `[T, 768]` float features (one row per second) or a `.npz` path.
+          audio: `[T, 768]` float features (one row per second), a `.npz` path, or a
+            `.wav` path (encoded with the HTS-AT of `clap_dir`).
           queries: a query text, a `[L, 768]` text-feature array, or a list of either kind
             (all of one kind). Raw text needs `clap_dir` with GPT-2 weights and
             `tokenizer_dir` (training-free) or is refused (DETR reads feature rows).
@@ -203,6 +227,9 @@ class Predictor:
         # The text route ignores the feature rows; one placeholder row keeps shapes valid.
         text_feats = [np.zeros((1, features_lib.FEATURE_DIM), np.float32) if raw_text
                       else np.asarray(q, np.float32) for q in items]
+        if isinstance(audio, (str, os.PathLike)) and Path(audio).suffix.lower() == ".wav":
+            audio, wav_seconds = self._wav_features(Path(audio))
+            duration = wav_seconds if duration is None else duration
         frames = _audio_array(audio)
         starts = segment_starts(len(frames), max_frames=self.max_frames, hop_frames=self.hop_frames)
         segments = [frames[s:s + self.max_frames] for s in starts]

@@ -19,3 +19,10 @@ spec="."
 [ -n "$extras" ] && spec=".[$extras]"
 echo "[setup] installing amr-jax ($spec) and its dependencies"
 "$VPY" -m pip install -q --disable-pip-version-check -e "$spec"
+if [[ ",$extras," == *",test,"* && ",$extras," == *",torch,"* ]]; then
+  # HTS-AT parity references (pyproject extra "htsat"): librosa with its dependencies, then
+  # msclap and torchlibrosa without theirs (their pins would replace torch and numpy).
+  echo "[setup] installing the HTS-AT references (librosa; msclap, torchlibrosa with --no-deps)"
+  "$VPY" -m pip install -q --disable-pip-version-check "librosa>=0.10"
+  "$VPY" -m pip install -q --disable-pip-version-check --no-deps msclap==1.3.3 torchlibrosa==0.1.0
+fi

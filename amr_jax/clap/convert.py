@@ -10,9 +10,10 @@ explicit name table:
     {audio,caption}_encoder.projection.layer_norm.bias [out]     -> <head>/layer_norm/bias
     caption_encoder.base.<gpt2 name>                             -> gpt2/<...> (if present)
 
-with `<head>` = `audio_head` / `caption_head` and (T) = transposed. HTSAT weights
-(`audio_encoder.base.*`), `logit_scale` and GPT-2 causal-mask buffers are listed
-as ignored. Any other name, a missing head weight, a wrong shape or a non-finite
+with `<head>` = `audio_head` / `caption_head` and (T) = transposed. HTS-AT weights
+(`audio_encoder.base.htsat.*`), when present, are converted strictly by the name table
+of `amr_jax.clap.htsat_convert` to `htsat/<...>` (config read off the shapes, recorded
+as `htsat_config`); `logit_scale` and GPT-2 causal-mask buffers are listed as ignored. Any other name, a missing head weight, a wrong shape or a non-finite
 value raises, naming the file and the weight.
 
 Output (`save_converted`): `<out_dir>/params` (orbax) and
@@ -35,6 +36,8 @@ from absl import logging
 from flax import nnx
 
 from amr_jax.clap import gpt2 as gpt2_lib
+from amr_jax.clap import htsat as htsat_lib
+from amr_jax.clap import htsat_convert
 from amr_jax.clap.heads import ClapModel, ProjectionHead
 from amr_jax.errors import ConversionError as BaseConversionError
 from amr_jax.io_utils import atomic_write_text, quiet_checkpointing
@@ -52,7 +55,7 @@ _HEAD_TABLE = (
     ("layer_norm.bias", ("layer_norm", "bias"), False),
 )
 GPT2_PREFIX = "caption_encoder.base."
-IGNORED_PREFIXES = ("audio_encoder.base.",)  # HTSAT: the features are already extracted
+HTSAT_PREFIX = "audio_encoder.base."  # converted by amr_jax.clap.htsat_convert
 IGNORED_NAMES = ("logit_scale",)
 DEFAULT_GPT2_HEADS = 12  # GPT-2 124M; a state dict does not record the head count
 
@@ -224,13 +227,12 @@ def convert_state_dict(
     gpt2_weights = {
         n[len(GPT2_PREFIX):]: v for n, v in weights.items() if n.startswith(GPT2_PREFIX)
     }
-    ignored = sorted(
-        n for n in weights if n in IGNORED_NAMES or n.startswith(IGNORED_PREFIXES)
-    )
+    ignored = sorted(n for n in weights if n in IGNORED_NAMES)
     unexpected = sorted(
         n
         for n in weights
-        if n not in head_names and not n.startswith(GPT2_PREFIX) and n not in ignored
+        if n not in head_names and not n.startswith((GPT2_PREFIX, HTSAT_PREFIX))
+        and n not in ignored
     )
     if missing or unexpected:
         raise ConversionError(
@@ -249,6 +251,21 @@ def convert_state_dict(
         for h in HEADS
         for s, p, t in _HEAD_TABLE
     }
+
+    htsat_config = None
+    if any(n.startswith(HTSAT_PREFIX) for n in weights):
+        try:
+            htsat_config, params["htsat"], htsat_names, htsat_ignored = htsat_convert.convert(
+                weights, source=source
+            )
+        except BaseConversionError as e:
+            raise ConversionError(str(e)) from e
+        if htsat_config.num_features != a_in:
+            raise ConversionError(
+                f"{source}: HTS-AT width {htsat_config.num_features} != audio head input {a_in}"
+            )
+        converted.update(htsat_names)
+        ignored = sorted(ignored + htsat_ignored)
 
     gpt2_config = None
     if gpt2_weights:
@@ -272,6 +289,7 @@ def convert_state_dict(
         "caption_head": {"in_dim": c_in, "out_dim": c_out},
         "gpt2_config": gpt2_config.to_dict() if gpt2_config else None,
         "gpt2_source": source if gpt2_config else None,
+        "htsat_config": htsat_config.to_dict() if htsat_config else None,
         "converted": converted,
         "ignored": ignored,
         "shapes": _shapes(params),
@@ -293,6 +311,7 @@ def _shapes(tree: Mapping, prefix: str = "") -> dict[str, list[int]]:
 def _summary(params: Mapping, report: Mapping, seconds: float) -> str:
     n_params = sum(int(np.prod(s)) for s in report["shapes"].values())
     gpt2 = "with GPT-2" if "gpt2" in params else "no GPT-2"
+    gpt2 += ", with HTS-AT" if "htsat" in params else ", no HTS-AT"
     return (
         f"converted {len(report['converted'])} tensors ({n_params / 1e6:.2f}M params, {gpt2}), "
         f"ignored {len(report['ignored'])}, from {report['source']} in {seconds:.1f} s"
@@ -438,6 +457,8 @@ class ClapParams:
       gpt2: GPT-2 params (block indices as strings or ints) or None.
       gpt2_config: its config, or None.
       report: the conversion report (source sha256, names, shapes).
+      htsat: HTS-AT params (`amr_jax.clap.htsat` layout) or None.
+      htsat_config: its config, or None.
     """
 
     audio_head: dict
@@ -445,6 +466,8 @@ class ClapParams:
     gpt2: dict | None
     gpt2_config: gpt2_lib.GPT2Config | None
     report: dict
+    htsat: dict | None = None
+    htsat_config: htsat_lib.HTSATConfig | None = None
 
     def audio_head_module(self) -> ProjectionHead:
         return build_head(self.audio_head)
@@ -456,6 +479,12 @@ class ClapParams:
         if self.gpt2 is None:
             return None
         return gpt2_lib.build_gpt2(self.gpt2_config, self.gpt2)
+
+    def htsat_module(self) -> htsat_lib.HTSAT | None:
+        """The HTS-AT audio encoder (eval mode), or None if the checkpoint had none."""
+        if self.htsat is None:
+            return None
+        return htsat_lib.build_htsat(self.htsat_config, self.htsat)
 
     def to_model(self) -> ClapModel:
         """Both heads (eval mode) and GPT-2 if present, as one `ClapModel`."""
@@ -482,12 +511,15 @@ def build_head(head_params: Mapping) -> ProjectionHead:
 def params_to_clap(params: Mapping, report: Mapping) -> ClapParams:
     """Wraps in-memory converted params (as from `convert_checkpoint`)."""
     cfg = report.get("gpt2_config")
+    htsat_cfg = report.get("htsat_config")
     return ClapParams(
         audio_head=params["audio_head"],
         caption_head=params["caption_head"],
         gpt2=params.get("gpt2"),
         gpt2_config=gpt2_lib.GPT2Config.from_dict(cfg) if cfg else None,
         report=dict(report),
+        htsat=params.get("htsat"),
+        htsat_config=htsat_lib.HTSATConfig.from_dict(htsat_cfg) if htsat_cfg else None,
     )
 
 

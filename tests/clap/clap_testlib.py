@@ -55,18 +55,17 @@ def random_head_weights(rng: np.random.Generator, d_in: int, d_out: int) -> dict
 
 
 def random_msclap_state_dict(
-    seed: int = 0, d_in: int = 768, d_out: int = 1024, caption_in: int | None = None
+    seed: int = 0, d_in: int = 768, d_out: int = 1024, caption_in: int | None = None,
+    htsat: dict[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
-    """MS-CLAP-named weights: both heads, two HTSAT-like tensors and logit_scale."""
+    """MS-CLAP-named weights: both heads, logit_scale and optionally HTS-AT weights
+    (`audio_encoder.base.htsat.*`, e.g. `htsat_testlib.checkpoint_weights(model)`)."""
     rng = np.random.default_rng(seed)
     sd = {}
     for enc, width in (("audio_encoder", d_in), ("caption_encoder", caption_in or d_in)):
         for suffix, value in random_head_weights(rng, width, d_out).items():
             sd[f"{enc}.projection.{suffix}"] = value
-    sd["audio_encoder.base.patch_embed.proj.weight"] = rng.normal(size=(8, 1, 4, 4)).astype(
-        np.float32
-    )
-    sd["audio_encoder.base.bn0.num_batches_tracked"] = np.array(7, np.int64)
+    sd.update(htsat or {})
     sd["logit_scale"] = np.array(np.log(1 / 0.07), np.float32)
     return sd
 
