@@ -34,11 +34,14 @@ the remaining (row, initialization) pairs run EM in lanes of fixed size, refille
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from amr_jax.localize.lanes import run_in_lanes
 
 # sklearn adds 10 * float64 eps to every component count so that empty components do not
 # divide by zero; the same constant is used here (representable in float32).
@@ -82,6 +85,24 @@ class MixtureFit:
     def separation(self) -> jax.Array:
         """`[B]` `|mu_rel - mu_bg|`."""
         return jnp.abs(self.means[:, 1] - self.means[:, 0])
+
+
+class EMState(NamedTuple):
+    """EM of one (row, initialization) item per entry; every field `[N]`.
+
+    `lower_bound` is the mean log-likelihood of the last E-step (-inf before the first),
+    `n_iter` the EM iterations run, `done` converged or out of iterations (or skipped).
+    """
+
+    weight0: jax.Array
+    weight1: jax.Array
+    mean0: jax.Array
+    mean1: jax.Array
+    var0: jax.Array
+    var1: jax.Array
+    lower_bound: jax.Array
+    n_iter: jax.Array
+    done: jax.Array
 
 
 def kmeans_draws(seed: int, n_init: int) -> np.ndarray:
@@ -164,18 +185,17 @@ def _kmeans_lower_counts(sorted_x, prefix, n, c0, c1, tol):
     return lower_count(c0, c1)[0]
 
 
-def _em_lanes(x, mask, n, state, cap, *, tol, max_iter, reg_covar):
-    """EM on lanes `x [R, T]`, resuming from `state` (see `_init_state`), until every lane has
+def _em_lanes(x, mask, n, state: EMState, cap, *, tol, max_iter, reg_covar) -> EMState:
+    """EM on lanes `x [R, T]`, resuming from `state` (`[R]` fields), until every lane has
     converged, reached `max_iter` or reached `cap` iterations."""
     mf = mask.astype(x.dtype)
     x2 = x * x
 
-    def body(state):
-        w0, w1, m0, m1, v0, v1, lower, it, done = state
-        a0 = jnp.log(w0) - 0.5 * (_LOG_2PI + jnp.log(v0))
-        a1 = jnp.log(w1) - 0.5 * (_LOG_2PI + jnp.log(v1))
-        l0 = a0[:, None] - 0.5 * (x - m0[:, None]) ** 2 / v0[:, None]
-        l1 = a1[:, None] - 0.5 * (x - m1[:, None]) ** 2 / v1[:, None]
+    def body(st: EMState) -> EMState:
+        a0 = jnp.log(st.weight0) - 0.5 * (_LOG_2PI + jnp.log(st.var0))
+        a1 = jnp.log(st.weight1) - 0.5 * (_LOG_2PI + jnp.log(st.var1))
+        l0 = a0[:, None] - 0.5 * (x - st.mean0[:, None]) ** 2 / st.var0[:, None]
+        l1 = a1[:, None] - 0.5 * (x - st.mean1[:, None]) ** 2 / st.var1[:, None]
         d = l1 - l0
         e = jnp.exp(-jnp.abs(d))
         log_norm = jnp.maximum(l0, l1) + jnp.log1p(e)
@@ -193,41 +213,33 @@ def _em_lanes(x, mask, n, state, cap, *, tol, max_iter, reg_covar):
         n_v0 = jnp.maximum(q0 - n_m0 * s0, 0.0) / nk0 + reg_covar
         n_v1 = jnp.maximum(q1 - n_m1 * s1, 0.0) / nk1 + reg_covar
         total = nk0 + nk1
-        active = ~done & (it < cap)
+        active = ~st.done & (st.n_iter < cap)
         keep = lambda old, new: jnp.where(active, new, old)
-        new_it = it + active.astype(jnp.int32)
-        stop = (jnp.abs(new_lower - lower) < tol) | (new_it >= max_iter)
-        return (keep(w0, nk0 / total), keep(w1, nk1 / total), keep(m0, n_m0), keep(m1, n_m1),
-                keep(v0, n_v0), keep(v1, n_v1), keep(lower, new_lower), new_it,
-                done | (active & stop))
+        new_it = st.n_iter + active.astype(jnp.int32)
+        stop = (jnp.abs(new_lower - st.lower_bound) < tol) | (new_it >= max_iter)
+        return EMState(weight0=keep(st.weight0, nk0 / total), weight1=keep(st.weight1, nk1 / total),
+                       mean0=keep(st.mean0, n_m0), mean1=keep(st.mean1, n_m1),
+                       var0=keep(st.var0, n_v0), var1=keep(st.var1, n_v1),
+                       lower_bound=keep(st.lower_bound, new_lower), n_iter=new_it,
+                       done=st.done | (active & stop))
 
-    return jax.lax.while_loop(lambda s: jnp.any(~s[8] & (s[7] < cap)), body, tuple(state))
+    return jax.lax.while_loop(lambda st: jnp.any(~st.done & (st.n_iter < cap)), body, state)
 
 
-def _em_rounds(xc, mask, n, state, lanes, cap, *, n_init, tol, max_iter, reg_covar):
-    """Runs every unfinished item (`state` arrays `[I_total]`) up to `cap` iterations, `lanes`
-    items at a time; items are (row, init) pairs, row = item // n_init."""
-    num_items = state[0].shape[0]
+def _em_rounds(xc, mask, n, state: EMState, lanes, cap, *, n_init, tol, max_iter,
+               reg_covar) -> EMState:
+    """Runs every unfinished item (`state` fields `[B * n_init]`) up to `cap` iterations,
+    `lanes` items at a time; items are (row, init) pairs, row = item // n_init."""
 
-    def pending(st):
-        return ~st[8] & (st[7] < cap)
+    def run(items, lane_state: EMState, live):
+        row = items // n_init
+        # Lanes without an item are marked done so they do not iterate.
+        lane_state = lane_state._replace(done=lane_state.done | ~live)
+        return _em_lanes(xc[row], mask[row], n[row], lane_state, cap, tol=tol,
+                         max_iter=max_iter, reg_covar=reg_covar)
 
-    def round_body(st):
-        todo = pending(st)
-        order = jnp.argsort(~todo, stable=True).astype(jnp.int32)[:lanes]
-        live = todo[order]
-        row = order // n_init
-        lane_state = [a[order] for a in st]
-        lane_state[8] = lane_state[8] | ~live
-        out = _em_lanes(xc[row], mask[row], n[row], lane_state, cap, tol=tol, max_iter=max_iter,
-                        reg_covar=reg_covar)
-        target = jnp.where(live, order, num_items)  # dead lanes write out of range (dropped)
-        new = [a.at[target].set(o, mode="drop") for a, o in zip(st, out)]
-        # A lane stopped by the cap only is not finished: keep its done flag as it was.
-        new[8] = new[8].at[target].set(out[8] & live, mode="drop")
-        return tuple(new)
-
-    return list(jax.lax.while_loop(lambda st: jnp.any(pending(st)), round_body, tuple(state)))
+    return run_in_lanes(state, pending=lambda st: ~st.done & (st.n_iter < cap), run=run,
+                        lanes=lanes)
 
 
 def fit_mixture(x: jax.Array, mask: jax.Array, *, n_init: int, tol: float, max_iter: int,
@@ -295,23 +307,26 @@ def fit_mixture(x: jax.Array, mask: jax.Array, *, n_init: int, tol: float, max_i
     # the batch does not iterate for its slowest member.
     flat = lambda a: a.reshape(-1)
     num_items = b_size * n_init
-    state = [flat(a) for a in (w0, w1, m0, m1, v0, v1)] + [
-        jnp.full((num_items,), -jnp.inf, x.dtype), jnp.zeros((num_items,), jnp.int32), flat(repeat)]
+    state = EMState(*(flat(a) for a in (w0, w1, m0, m1, v0, v1)),
+                    lower_bound=jnp.full((num_items,), -jnp.inf, x.dtype),
+                    n_iter=jnp.zeros((num_items,), jnp.int32), done=flat(repeat))
     for lanes_per_row, cap in _EM_PHASES:
         lanes = max(1, min(num_items, int(b_size * lanes_per_row)))
         state = _em_rounds(xc, mask, n, state, lanes, min(cap, max_iter), n_init=n_init, tol=tol,
                            max_iter=max_iter, reg_covar=reg_covar)
-    results = state
 
-    per_init = [a.reshape(b_size, n_init) for a in results]
-    per_init = [jnp.take_along_axis(a, source, axis=1) for a in per_init]  # copy repeats
-    weights0, weights1, means0, means1, var0, var1, lower, n_iter, converged = per_init
+    # Per row: repeated initializations take their source's result, then the best bound wins.
+    per_init = EMState(*(jnp.take_along_axis(a.reshape(b_size, n_init), source, axis=1)
+                         for a in state))
+    lower = per_init.lower_bound
     best = jnp.argmax(lower, axis=1)[:, None]
     pick = lambda a: jnp.take_along_axis(a, best, axis=1)[:, 0]
-    return MixtureFit(weights=jnp.stack([pick(weights0), pick(weights1)], -1),
-                      means=jnp.stack([pick(means0), pick(means1)], -1) + offset[:, None],
-                      variances=jnp.stack([pick(var0), pick(var1)], -1),
-                      lower_bound=pick(lower), n_iter=pick(n_iter), converged=pick(converged))
+    return MixtureFit(weights=jnp.stack([pick(per_init.weight0), pick(per_init.weight1)], -1),
+                      means=jnp.stack([pick(per_init.mean0), pick(per_init.mean1)], -1)
+                      + offset[:, None],
+                      variances=jnp.stack([pick(per_init.var0), pick(per_init.var1)], -1),
+                      lower_bound=pick(lower), n_iter=pick(per_init.n_iter),
+                      converged=pick(per_init.done))
 
 
 def _log_joint(x, weights, means, variances):
