@@ -8,6 +8,7 @@ with at most 10 windows, best first. Submissions strip the scores
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -88,21 +89,40 @@ def _first(qids: list, n: int = 5) -> str:
     return shown + (f", ... ({len(qids) - n} more)" if len(qids) > n else "")
 
 
+def _finite_number(v) -> bool:
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an integer too large for float64
+        return False
+
+
 def read_predictions(path: str | os.PathLike) -> list[dict]:
-    """Reads a predictions jsonl, checking the fields the scorer needs."""
+    """Reads a predictions jsonl, checking the fields the scorer needs.
+
+    Raises:
+      AnnotationError: naming the file and line (and qid) for malformed JSON,
+        a missing field, a qid that is not a string or integer, a duplicate
+        qid, or a window that is not a list of at least two finite numbers
+        (NaN, inf and numbers beyond float64 are refused, not scored).
+    """
     out, seen = [], {}
     for where, obj in iter_json_lines(path, kind="predictions"):
         if not isinstance(obj, dict) or "qid" not in obj or PRED_FIELD not in obj:
             raise AnnotationError(f"{where}: each line needs 'qid' and '{PRED_FIELD}'")
-        key = str(obj["qid"])
+        qid = obj["qid"]
+        if not isinstance(qid, (str, int)) or isinstance(qid, bool):
+            raise AnnotationError(f"{where}: 'qid' must be a string or integer, got {qid!r}")
+        key = str(qid)
         if key in seen:
-            raise AnnotationError(f"{where}: duplicate qid {obj['qid']!r} (first on line {seen[key]})")
+            raise AnnotationError(f"{where}: duplicate qid {qid!r} (first on line {seen[key]})")
         seen[key] = where.rsplit(":", 1)[1]
         wins = obj[PRED_FIELD]
         if not isinstance(wins, list) or any(
-                not isinstance(w, list) or len(w) < 2 or not all(
-                    isinstance(v, (int, float)) and not isinstance(v, bool) for v in w) for w in wins):
-            raise AnnotationError(f"{where} qid={obj['qid']}: '{PRED_FIELD}' must be a list of "
-                                  "[start, end, score] number lists")
+                not isinstance(w, list) or len(w) < 2 or not all(_finite_number(v) for v in w)
+                for w in wins):
+            raise AnnotationError(f"{where} qid={qid}: '{PRED_FIELD}' must be a list of "
+                                  "[start, end, score] lists of finite numbers")
         out.append(obj)
     return out
