@@ -41,11 +41,15 @@ def prediction_files(draw):
         wins = [[s, s + draw(st.sampled_from([0.5, 3, 7, -2])), draw(st.floats(0, 1))]
                 for s in draw(st.lists(st.integers(0, 35), min_size=n, max_size=n))]
         obj = {"qid": qid, "query": "q", "vid": "v", "pred_relevant_windows": wins}
-        kind = draw(st.sampled_from(["good"] * 8 + ["value", "window", "noscore", "field",
+        kind = draw(st.sampled_from(["good"] * 8 + ["value", "number", "window", "noscore", "field",
                                                     "drop", "truncate"]))
         if kind == "value" and wins:
             w = draw(st.sampled_from(wins))
             w[draw(st.integers(0, 2))] = draw(NASTY)
+        elif kind == "number" and wins:  # the classic bad scores and bounds
+            w = draw(st.sampled_from(wins))
+            w[draw(st.integers(0, 2))] = draw(st.sampled_from(
+                [float("nan"), float("inf"), -float("inf"), 10 ** 400, "0.5", None, True, [0.5]]))
         elif kind == "window" and wins:
             wins[draw(st.integers(0, len(wins) - 1))] = draw(NASTY)
         elif kind == "noscore" and wins:
