@@ -92,20 +92,9 @@ def read_npy_stream(stream, *, source: str, size: int | None = None) -> np.ndarr
         size): a header that claims more data than that is refused before any
         allocation, so a corrupt shape cannot ask for petabytes.
     """
-    magic = _read_exact(stream, len(NPY_MAGIC) + 2, source=source)
-    if magic[:len(NPY_MAGIC)] != NPY_MAGIC:
-        raise FeatureError(f"{source}: not a .npy array (bad magic bytes)")
-    major = magic[len(NPY_MAGIC)]
-    if major not in _HEADER_LENGTH_FORMAT:
-        raise FeatureError(f"{source}: unsupported .npy format version {major}")
-    length_format = _HEADER_LENGTH_FORMAT[major]
-    (header_length,) = struct.unpack(
-        length_format, _read_exact(stream, struct.calcsize(length_format), source=source))
-    encoding = "utf-8" if major == 3 else "latin1"
-    header = _read_exact(stream, header_length, source=source).decode(encoding, errors="replace")
-    dtype, fortran_order, shape = parse_npy_header(header, source=source)
+    dtype, fortran_order, shape, header_bytes = read_npy_header(stream, source=source)
     claimed = math.prod(shape) * dtype.itemsize
-    available = None if size is None else size - len(magic) - struct.calcsize(length_format) - header_length
+    available = None if size is None else size - header_bytes
     if available is not None and claimed > available:
         raise FeatureError(f"{source}: truncated .npy data (header shape {shape} needs {claimed} "
                            f"bytes, the member holds {max(available, 0)})")
@@ -124,6 +113,23 @@ def read_npy_stream(stream, *, source: str, size: int | None = None) -> np.ndarr
                     f"{source}: truncated .npy data ({filled} of {array.nbytes} bytes)")
             filled += n
     return array.T if fortran_order else array
+
+
+def read_npy_header(stream, *, source: str) -> tuple[np.dtype, bool, tuple[int, ...], int]:
+    """Reads the magic bytes and header of a `.npy` stream: (dtype, fortran, shape, bytes read)."""
+    magic = _read_exact(stream, len(NPY_MAGIC) + 2, source=source)
+    if magic[:len(NPY_MAGIC)] != NPY_MAGIC:
+        raise FeatureError(f"{source}: not a .npy array (bad magic bytes)")
+    major = magic[len(NPY_MAGIC)]
+    if major not in _HEADER_LENGTH_FORMAT:
+        raise FeatureError(f"{source}: unsupported .npy format version {major}")
+    length_format = _HEADER_LENGTH_FORMAT[major]
+    (header_length,) = struct.unpack(
+        length_format, _read_exact(stream, struct.calcsize(length_format), source=source))
+    encoding = "utf-8" if major == 3 else "latin1"
+    header = _read_exact(stream, header_length, source=source).decode(encoding, errors="replace")
+    dtype, fortran_order, shape = parse_npy_header(header, source=source)
+    return dtype, fortran_order, shape, len(magic) + struct.calcsize(length_format) + header_length
 
 
 class NpzArchive:
@@ -159,6 +165,20 @@ class NpzArchive:
         except (OSError, zipfile.BadZipFile, EOFError, ValueError, zlib.error, lzma.LZMAError,
                 NotImplementedError, RuntimeError) as e:
             # RuntimeError: an encrypted member; LZMAError/OSError: bad lzma/bz2 streams.
+            raise FeatureError(f"{source}: corrupt archive member ({e})") from None
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        """The shape of member `key` from its header alone (no data is read)."""
+        if key not in self._members:
+            raise FeatureError(f"{self.path}: missing key '{key}' (keys: {self.files})")
+        source = f"{self.path}:{key}"
+        try:
+            with self._zip.open(self._members[key]) as member:
+                return read_npy_header(member, source=source)[2]
+        except FeatureError:
+            raise
+        except (OSError, zipfile.BadZipFile, EOFError, ValueError, zlib.error, lzma.LZMAError,
+                NotImplementedError, RuntimeError) as e:
             raise FeatureError(f"{source}: corrupt archive member ({e})") from None
 
     def close(self) -> None:

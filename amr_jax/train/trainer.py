@@ -286,6 +286,35 @@ def _check_finite(pending: _PendingStep, split: Split, queries: np.ndarray, *, s
         f"{', '.join(repr(q) for q in qids)}")
 
 
+def read_metrics_log(path: Path) -> list[dict]:
+    """The complete per-epoch records of a metrics.jsonl (an unparseable line ends the log)."""
+    records = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                break
+    return records
+
+
+def truncate_metrics_log(path: Path, step: int) -> None:
+    """Keeps the records up to the restored `step` (atomically); see train_and_evaluate."""
+    records = read_metrics_log(path)
+    kept = [r for r in records if r["step"] <= step]
+    if path.is_file() and (len(kept) != len(records) or
+                           len(path.read_bytes().splitlines()) != len(records)):
+        logging.info("%s: dropping %d epoch record(s) past the restored step %d",
+                     path, len(records) - len(kept), step)
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+
+
+def append_metrics_record(path: Path, record: dict) -> None:
+    """Appends one epoch record by rewriting the (small) file atomically: never a torn line."""
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    atomic_write_text(path, text + json.dumps(record) + "\n")
+
+
 def _fmt_duration(seconds: float | None) -> str:
     if seconds is None:
         return "unknown"
@@ -354,6 +383,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     best = ckpt.best_record()
     base_key = jax.random.PRNGKey(config.seed)
     step = int(jax.device_get(state.step))
+    # A run killed after logging an epoch but before checkpointing it redoes that epoch:
+    # forget the records the restored state has not reached, so none appears twice.
+    truncate_metrics_log(workdir / METRICS_FILE, step)
     history = []
     stop_at = total_steps if stop_after_steps is None else min(total_steps, stop_after_steps)
 
@@ -404,8 +436,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                                 steps_done=step - step_start, total_steps=total_steps)
             best = record.pop("_best")
             history.append(record)
-            with open(workdir / METRICS_FILE, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+            append_metrics_record(workdir / METRICS_FILE, record)
             epoch_metrics = []
             ckpt.save_latest(state)
         elif step % config.train.checkpoint_every_steps == 0 or step == stop_at:
