@@ -18,7 +18,7 @@ from absl import logging
 
 from amr_jax.data.errors import AnnotationError
 from amr_jax.data.records import QueryRecord, iter_json_lines
-from amr_jax.io_utils import atomic_write_text
+from amr_jax.io_utils import atomic_write_lines
 
 MAX_WINDOWS = 10
 PRED_FIELD = "pred_relevant_windows"
@@ -35,24 +35,29 @@ def prediction_lines(records: Sequence[QueryRecord], windows: np.ndarray, valid:
       strip_scores: write [st, en] only (DCASE submission format).
       decimals: rounding of every number.
     """
-    windows = np.asarray(windows, np.float64)
+    return list(iter_prediction_lines(records, windows, valid, strip_scores=strip_scores,
+                                      decimals=decimals))
+
+
+def iter_prediction_lines(records: Sequence[QueryRecord], windows: np.ndarray, valid: np.ndarray,
+                          *, strip_scores: bool = False, decimals: int = 4):
+    """`prediction_lines`, one dict at a time (a 50,000-query split never holds all of them)."""
     valid = np.asarray(valid, bool)
-    if windows.shape[0] != len(records) or valid.shape != windows.shape[:2]:
-        raise ValueError(f"{len(records)} records vs windows {windows.shape} / valid {valid.shape}")
-    lines = []
+    if np.shape(windows)[0] != len(records) or valid.shape != np.shape(windows)[:2]:
+        raise ValueError(f"{len(records)} records vs windows {np.shape(windows)} / valid "
+                         f"{valid.shape}")
     for r, w, v in zip(records, windows, valid):
-        kept = np.round(w[v][:MAX_WINDOWS], decimals)
+        kept = np.round(np.asarray(w, np.float64)[v][:MAX_WINDOWS], decimals)
         if strip_scores:
             kept = kept[:, :2]
-        lines.append({"qid": r.qid, "query": r.query, "vid": r.vid, PRED_FIELD: kept.tolist()})
-    return lines
+        yield {"qid": r.qid, "query": r.query, "vid": r.vid, PRED_FIELD: kept.tolist()}
 
 
 def write_predictions(path: str | os.PathLike, records: Sequence[QueryRecord], windows: np.ndarray,
                       valid: np.ndarray, *, strip_scores: bool = False) -> Path:
-    """Writes a predictions jsonl atomically; see `prediction_lines`."""
-    lines = prediction_lines(records, windows, valid, strip_scores=strip_scores)
-    return atomic_write_text(path, "".join(json.dumps(line) + "\n" for line in lines))
+    """Writes a predictions jsonl atomically, line by line; see `prediction_lines`."""
+    lines = iter_prediction_lines(records, windows, valid, strip_scores=strip_scores)
+    return atomic_write_lines(path, (json.dumps(line) + "\n" for line in lines))
 
 
 def check_prediction_windows(predictions: Sequence[dict], *, source: str) -> dict[str, list]:

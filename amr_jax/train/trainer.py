@@ -44,6 +44,7 @@ from amr_jax.train.state import TrainState, count_params, init_state, split_mode
 ModelFactory = Callable[[ml_collections.ConfigDict, nnx.Rngs], nnx.Module]
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
+PROGRESS_FILE = "epoch_progress.json"
 
 
 class NonFiniteLossError(AmrError, FloatingPointError):
@@ -309,6 +310,36 @@ def truncate_metrics_log(path: Path, step: int) -> None:
         atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
+def save_epoch_progress(workdir: Path, step: int, steps_per_epoch: int,
+                        epoch_metrics: list[dict]) -> None:
+    """Writes the step metrics of the current epoch so far (`PROGRESS_FILE`, atomically).
+
+    Written before each checkpoint of the latest state; a run resumed mid-epoch at step S takes
+    back the entries of steps <= S of that epoch (float32 values, exactly as computed).
+    """
+    first = step - len(epoch_metrics) + 1
+    host = jax.device_get(epoch_metrics)
+    entries = [{"step": first + i, "metrics": {k: float(v) for k, v in m.items()}}
+               for i, m in enumerate(host)]
+    atomic_write_text(workdir / PROGRESS_FILE, json.dumps({"steps_per_epoch": steps_per_epoch,
+                                                           "steps": entries}) + "\n")
+
+
+def load_epoch_progress(workdir: Path, step: int, steps_per_epoch: int) -> list[dict]:
+    """The saved step metrics of the epoch `step` is in, up to `step` (see save_epoch_progress)."""
+    epoch_start = step - step % steps_per_epoch
+    if step == epoch_start:
+        return []
+    path = workdir / PROGRESS_FILE
+    saved = json.loads(path.read_text()) if path.is_file() else {"steps": []}
+    entries = [e for e in saved["steps"] if epoch_start < e["step"] <= step]
+    if saved.get("steps_per_epoch") != steps_per_epoch or len(entries) != step - epoch_start:
+        logging.warning("%s lacks the metrics of steps %d-%d; the train means of this epoch "
+                        "cover the steps run from now on only", path, epoch_start + 1, step)
+        return []
+    return [{k: np.float32(v) for k, v in e["metrics"].items()} for e in entries]
+
+
 def append_metrics_record(path: Path, record: dict) -> None:
     """Appends one epoch record by rewriting the (small) file atomically: never a torn line."""
     text = path.read_text(encoding="utf-8") if path.is_file() else ""
@@ -394,7 +425,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     compiled = False  # rates count steps after the first (compiling) one of this process
     check = functools.partial(_check_finite, split=train_split, queries=train_queries,
                               seed=config.seed, batch_size=batch_size)
-    epoch_metrics: list[dict] = []
+    # The steps of the current epoch already run by a killed process, so the epoch's train
+    # means match an uninterrupted run (see save_epoch_progress).
+    epoch_metrics: list[dict] = load_epoch_progress(workdir, step, spe)
+
+    def save_latest() -> None:
+        save_epoch_progress(workdir, step, spe, epoch_metrics)  # first: a checkpoint always has it
+        ckpt.save_latest(state)
     while step < stop_at:
         epoch, index = divmod(step, spe)
         inputs, targets = pipeline.train_batch(train_split, train_queries, data,
@@ -438,12 +475,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
             history.append(record)
             append_metrics_record(workdir / METRICS_FILE, record)
             epoch_metrics = []
-            ckpt.save_latest(state)
+            save_latest()
         elif step % config.train.checkpoint_every_steps == 0 or step == stop_at:
-            ckpt.save_latest(state)
+            save_latest()
     if pending is not None:
         check(pending)
-    ckpt.save_latest(state)
+    save_latest()
     ckpt.wait()
     ckpt.close()
     if best is not None:

@@ -64,7 +64,7 @@ def _check_old_or_new(got: dict, old: dict, new: dict, what: str) -> None:
 def test_make_synthetic_interrupted(tmp_path):
     def cmd(out, seed):
         return [sys.executable, "-m", "experiments.make_synthetic", "--preset=castella",
-                f"--output={out}", f"--seed={seed}", "--num_recordings=40"]
+                f"--output={out}", f"--seed={seed}", "--num_recordings=80"]
 
     new_ref = tmp_path / "new_ref"
     subprocess.run(cmd(new_ref, 1), cwd=REPO, env=_env(), check=True, capture_output=True)
@@ -72,11 +72,11 @@ def test_make_synthetic_interrupted(tmp_path):
     out = tmp_path / "out"
     subprocess.run(cmd(out, 0), cwd=REPO, env=_env(), check=True, capture_output=True)
     old = _snapshot(out)
-    assert old.keys() == new.keys() and old != new
+    assert old != new  # other seed: other features (and other queries, hence other text files)
     rng = random.Random(0)
     outcomes = []
     for i, sig in enumerate([signal.SIGKILL, signal.SIGINT] * 3):
-        delay = None if i < 2 else rng.uniform(2.0, 6.0)
+        delay = None if i < 2 else rng.uniform(2.5, 5.0)
         rc = _interrupt(cmd(out, 1), out, sig=sig, delay=delay)
         got = _snapshot(out)
         _check_old_or_new(got, old, new, f"interrupt {i} ({sig.name}, rc {rc})")
@@ -86,7 +86,8 @@ def test_make_synthetic_interrupted(tmp_path):
     # The interruptions landed mid-run: some files already new, others not.
     assert any(0 < n_new < len(new) for _, _, n_new in outcomes), outcomes
     subprocess.run(cmd(out, 1), cwd=REPO, env=_env(), check=True, capture_output=True)
-    assert _snapshot(out) == new
+    got = _snapshot(out)
+    assert {k: got.get(k) for k in new} == new  # files only the old seed had stay as they were
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,9 @@ cache so that only the first compiles.
 
 from __future__ import annotations
 
+import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -23,7 +25,8 @@ import kill_harness as kh
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("kill_resume")
     data = kh.make_data(root / "data")
-    cache = root / "jax_cache"
+    # AMR_JAX_CACHE_DIR: keep compiled programs between pytest sessions (local reruns).
+    cache = Path(os.environ.get("AMR_JAX_CACHE_DIR", root / "jax_cache"))
     reference = root / "reference"
     run = kh.run_once(kh.train_command(reference, data), kh.child_env(cache), reference,
                       root / "reference.log")
