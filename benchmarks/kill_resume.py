@@ -1,6 +1,6 @@
 """Many SIGKILLs of experiments.train_detr (the real QD-DETR, small shapes), then a comparison.
 
-  python benchmarks/kill_resume.py [--kills=15] [--epochs=6] [--seed=1] [--workdir=/tmp/amr_kill]
+  python benchmarks/kill_resume.py [--kills=15] [--epochs=4] [--seed=1] [--workdir=/tmp/amr_kill] [--cache_dir=DIR]
 
 The longer version of tests/reliability/test_kill_resume.py (same harness,
 tests/reliability/kill_harness.py): one uninterrupted reference run, then one run killed
@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "reliabil
 import kill_harness as kh  # noqa: E402
 
 _KILLS = flags.DEFINE_integer("kills", 15, "SIGKILLs before the final resume.")
-_EPOCHS = flags.DEFINE_integer("epochs", 6, "Training epochs (2 steps each).")
+_EPOCHS = flags.DEFINE_integer("epochs", 4, "Training epochs (2 steps each).")
+_CACHE = flags.DEFINE_string("cache_dir", None, "JAX compilation cache (default: in workdir).")
 _SEED = flags.DEFINE_integer("seed", 1, "Seed of the kill delays.")
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/amr_kill", "Scratch folder (emptied first).")
 
@@ -35,7 +36,7 @@ def main(argv):
     root.mkdir(parents=True)
     kh.SMALL_OVERRIDES["train.num_epochs"] = _EPOCHS.value
     data = kh.make_data(root / "data")
-    cache = root / "jax_cache"
+    cache = Path(_CACHE.value) if _CACHE.value else root / "jax_cache"
     t0 = time.perf_counter()
     ref = kh.run_once(kh.train_command(root / "reference", data), kh.child_env(cache),
                       root / "reference", root / "reference.log")

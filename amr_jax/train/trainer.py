@@ -311,22 +311,31 @@ def truncate_metrics_log(path: Path, step: int) -> None:
 
 
 def save_epoch_progress(workdir: Path, step: int, steps_per_epoch: int,
-                        epoch_metrics: list[dict]) -> None:
-    """Writes the step metrics of the current epoch so far (`PROGRESS_FILE`, atomically).
+                        recent: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
+    """Writes the step metrics of the current and the previous epoch (`PROGRESS_FILE`).
 
-    Written before each checkpoint of the latest state; a run resumed mid-epoch at step S takes
-    back the entries of steps <= S of that epoch (float32 values, exactly as computed).
+    Written atomically before each checkpoint of the latest state, so a run resumed
+    mid-epoch at step S finds the metrics of the steps of S's epoch up to S (float32 values,
+    exactly as computed), even when S's epoch ended after S but its checkpoint never committed.
+
+    Args:
+      recent: (global step, metrics) of the steps run so far, oldest first.
+
+    Returns:
+      the entries kept (older ones are dropped, here and in the file).
     """
-    first = step - len(epoch_metrics) + 1
-    host = jax.device_get(epoch_metrics)
-    entries = [{"step": first + i, "metrics": {k: float(v) for k, v in m.items()}}
-               for i, m in enumerate(host)]
+    keep_after = step - step % steps_per_epoch - steps_per_epoch
+    kept = [(s, m) for s, m in recent if s > keep_after]
+    host = jax.device_get([m for _, m in kept])
+    entries = [{"step": s, "metrics": {k: float(v) for k, v in m.items()}}
+               for (s, _), m in zip(kept, host)]
     atomic_write_text(workdir / PROGRESS_FILE, json.dumps({"steps_per_epoch": steps_per_epoch,
                                                            "steps": entries}) + "\n")
+    return kept
 
 
-def load_epoch_progress(workdir: Path, step: int, steps_per_epoch: int) -> list[dict]:
-    """The saved step metrics of the epoch `step` is in, up to `step` (see save_epoch_progress)."""
+def load_epoch_progress(workdir: Path, step: int, steps_per_epoch: int) -> list[tuple[int, dict]]:
+    """The saved (step, metrics) of the epoch `step` is in, up to `step` (see save_epoch_progress)."""
     epoch_start = step - step % steps_per_epoch
     if step == epoch_start:
         return []
@@ -337,7 +346,7 @@ def load_epoch_progress(workdir: Path, step: int, steps_per_epoch: int) -> list[
         logging.warning("%s lacks the metrics of steps %d-%d; the train means of this epoch "
                         "cover the steps run from now on only", path, epoch_start + 1, step)
         return []
-    return [{k: np.float32(v) for k, v in e["metrics"].items()} for e in entries]
+    return [(e["step"], {k: np.float32(v) for k, v in e["metrics"].items()}) for e in entries]
 
 
 def append_metrics_record(path: Path, record: dict) -> None:
@@ -427,11 +436,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                               seed=config.seed, batch_size=batch_size)
     # The steps of the current epoch already run by a killed process, so the epoch's train
     # means match an uninterrupted run (see save_epoch_progress).
-    epoch_metrics: list[dict] = load_epoch_progress(workdir, step, spe)
+    recent = load_epoch_progress(workdir, step, spe)
+    epoch_metrics: list[dict] = [m for _, m in recent]
 
     def save_latest() -> None:
-        save_epoch_progress(workdir, step, spe, epoch_metrics)  # first: a checkpoint always has it
+        nonlocal recent
+        recent = save_epoch_progress(workdir, step, spe, recent)  # first: a checkpoint has it
         ckpt.save_latest(state)
+
     while step < stop_at:
         epoch, index = divmod(step, spe)
         inputs, targets = pipeline.train_batch(train_split, train_queries, data,
@@ -445,6 +457,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         step += 1
         window.append(metrics)
         epoch_metrics.append(metrics)
+        recent.append((step, metrics))
         steps_window += 1
         if not compiled:
             # The first step of a process includes XLA compilation; rates and ETAs that
