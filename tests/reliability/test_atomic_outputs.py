@@ -36,17 +36,37 @@ def _snapshot(folder: Path) -> dict[str, str]:
     return out
 
 
+def _stats(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in folder.rglob("*") if p.is_file()} if folder.is_dir() else {}
+
+
+def _writing(watch: Path, known: dict[str, tuple[int, int]]) -> bool:
+    """A temporary file exists, or a file appears or changes size or time (a non-atomic writer
+    shows it while it is still being written; an atomic one only once it is complete)."""
+    for p in watch.rglob("*"):
+        if p.name.startswith(".") and p.name.endswith(".tmp"):
+            return True
+        try:
+            if p.is_file() and known.get(str(p.relative_to(watch))) != (
+                    p.stat().st_size, p.stat().st_mtime_ns):
+                return True
+        except FileNotFoundError:  # renamed away meanwhile
+            return True
+    return False
+
+
 def _interrupt(cmd: list[str], watch: Path, *, sig: int, delay: float | None) -> int:
-    """Starts `cmd`, sends `sig` after `delay` s, or (delay None) when a temporary file appears
-    under `watch`; returns the exit status."""
+    """Starts `cmd`, sends `sig` after `delay` s, or (delay None) the moment an output file is
+    being written under `watch` (see `_writing`); returns the exit status."""
+    known = _stats(watch)
     proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     t0 = time.monotonic()
     while proc.poll() is None:
         if delay is not None and time.monotonic() - t0 >= delay:
             break
-        if delay is None and any(p.name.startswith(".") and p.name.endswith(".tmp")
-                                 for p in watch.rglob(".*")):
+        if delay is None and _writing(watch, known):
             break
         if time.monotonic() - t0 > 300:
             break
@@ -81,7 +101,8 @@ def test_make_synthetic_interrupted(tmp_path):
         got = _snapshot(out)
         _check_old_or_new(got, old, new, f"interrupt {i} ({sig.name}, rc {rc})")
         # Until a run completes, the folder is not marked complete with the new summary.
-        assert got.get("SYNTHETIC.json") != new["SYNTHETIC.json"] or got == new
+        assert (got.get("SYNTHETIC.json") != new["SYNTHETIC.json"]
+                or {k: got.get(k) for k in new} == new)
         outcomes.append((sig.name, rc, sum(got.get(k) == new[k] for k in new)))
     # The interruptions landed mid-run: some files already new, others not.
     assert any(0 < n_new < len(new) for _, _, n_new in outcomes), outcomes
