@@ -19,7 +19,7 @@ from amr_jax.data.records import read_annotations
 
 from fuzzlib import NASTY, expected_annotation_outcome
 
-FUZZ = settings(max_examples=600, suppress_health_check=[HealthCheck.function_scoped_fixture,
+FUZZ = settings(max_examples=1000, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                           HealthCheck.too_slow])
 
 
@@ -111,7 +111,7 @@ def test_mutated_annotation_files(tmp_path, case):
             assert r.windows is None and r.raw_windows is None
 
 
-@FUZZ
+@settings(FUZZ, max_examples=600)
 @given(st.binary(max_size=300), st.sampled_from([b"", b"\xef\xbb\xbf", b'{"qid": 1, "query": "',
                                                  b'{"qid": "a", "query": "q", "duration": 3, "vid": "v"}\n']))
 def test_random_bytes(tmp_path, data, prefix):

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from amr_jax.data.errors import FeatureError
 from amr_jax.data.features import load_audio_features, load_text_features
 
-FUZZ = settings(max_examples=700, suppress_health_check=[HealthCheck.function_scoped_fixture,
+FUZZ = settings(max_examples=1200, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                           HealthCheck.too_slow])
 DTYPES = ["<f4", ">f8", "<f2", "<i4", "|b1", "<c8", "<U3", "|V4", "<M8[s]", "|O"]
 

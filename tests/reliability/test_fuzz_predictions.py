@@ -21,7 +21,7 @@ from amr_jax.eval.report import evaluate_files
 from fuzzlib import NASTY, finite_number
 from official_reference import official_metrics
 
-FUZZ = settings(max_examples=700, suppress_health_check=[HealthCheck.function_scoped_fixture,
+FUZZ = settings(max_examples=1000, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                           HealthCheck.too_slow])
 GT = [{"qid": "a", "query": "q", "duration": 30, "vid": "v", "relevant_windows": [[2, 9], [20, 24]]},
       {"qid": 7, "query": "q", "duration": 40, "vid": "w", "relevant_windows": [[0, 40]]},
@@ -126,7 +126,7 @@ def test_fuzzed_predictions(tmp_path, case):
     assert json.loads(out.read_text())["mAP"] == want["mAP"]
 
 
-@settings(max_examples=300)
+@settings(max_examples=400)
 @given(st.binary(max_size=200))
 def test_random_bytes_predictions(tmp_path_factory, data):
     tmp = tmp_path_factory.mktemp("p")
