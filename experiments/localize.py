@@ -63,6 +63,9 @@ def main(argv):
     if _ALL.value:
         from experiments.configs import localize as localize_configs
 
+        if _CONFIG.value is not None and _CONFIG.value.stream_recordings:
+            raise app.UsageError("--all_systems reads the split once for all six systems; run "
+                                 "one system at a time with --config.stream_recordings")
         configs = localize_configs.all_system_configs(_CONFIG.value)
         _check_source(configs[0])
         rows = pipeline.run_all_systems(configs, annotations=_ANNOTATIONS.value,
