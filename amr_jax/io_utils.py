@@ -10,6 +10,7 @@ import contextlib
 import io
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,16 @@ def current_umask() -> int:
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Writes `data` to `path` atomically; creates parent folders."""
+    return atomic_write_chunks(path, (data,))
+
+
+def atomic_write_lines(path: str | os.PathLike, lines: Iterable[str]) -> Path:
+    """Writes UTF-8 text lines atomically as they are produced (never all in memory at once)."""
+    return atomic_write_chunks(path, (line.encode("utf-8") for line in lines))
+
+
+def atomic_write_chunks(path: str | os.PathLike, chunks: Iterable[bytes]) -> Path:
+    """Writes the byte chunks to `path` atomically; creates parent folders."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -38,7 +49,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         # mkstemp creates 0600; an output should get the mode `open()` would give it.
         os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            for data in chunks:
+                f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

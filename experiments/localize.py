@@ -63,6 +63,9 @@ def main(argv):
     if _ALL.value:
         from experiments.configs import localize as localize_configs
 
+        if _CONFIG.value is not None and _CONFIG.value.stream_recordings:
+            raise app.UsageError("--all_systems reads the split once for all six systems; run "
+                                 "one system at a time with --config.stream_recordings")
         configs = localize_configs.all_system_configs(_CONFIG.value)
         _check_source(configs[0])
         rows = pipeline.run_all_systems(configs, annotations=_ANNOTATIONS.value,
@@ -77,6 +80,18 @@ def main(argv):
     if _CONFIG.value is None:
         raise app.UsageError("--config=experiments/configs/localize.py:SYSTEM is required")
     _check_source(_CONFIG.value)
+    if _CONFIG.value.stream_recordings:
+        from amr_jax.localize import streaming  # bounded memory, chunk by chunk
+
+        if _PLOT_QIDS.value or _QUERY_ROUTE.value != pipeline.DEFAULT_QUERY_ROUTE:
+            raise app.UsageError("--plot_qids and --query_route=text need the whole split at "
+                                 "once; drop --config.stream_recordings")
+        streaming.stream_localization(_CONFIG.value, annotations=_ANNOTATIONS.value,
+                                      audio_feats=_AUDIO.value, text_feats=_TEXT.value,
+                                      output=_OUTPUT.value, clap_dir=_CLAP.value,
+                                      neutral_feats=_NEUTRAL.value, timings=_TIMINGS.value)
+        cli.log_outputs({"predictions": _OUTPUT.value, "timings": _TIMINGS.value})
+        return
     out = pipeline.run_localization(_CONFIG.value, annotations=_ANNOTATIONS.value,
                               audio_feats=_AUDIO.value, text_feats=_TEXT.value,
                               output=_OUTPUT.value, clap_dir=_CLAP.value,

@@ -77,7 +77,12 @@ def load_text_features(path: str | os.PathLike, *, dim: int = FEATURE_DIM) -> np
             raise FeatureError(f"{path}: missing key '{TEXT_KEY}' (keys: {npz.files})")
         raw = npz[TEXT_KEY]
         mask_key = next((k for k in TEXT_MASK_KEYS if k in npz.files), None)
-        mask = None if mask_key is None else np.asarray(npz[mask_key]).reshape(-1).astype(bool)
+        mask = None if mask_key is None else np.asarray(npz[mask_key]).reshape(-1)
+    if mask is not None:
+        if mask.dtype.kind not in "biuf":  # a string or void "mask" is not a mask
+            raise FeatureError(f"{path}: mask '{mask_key}' has dtype {mask.dtype}, expected bool or "
+                               "numbers")
+        mask = mask.astype(bool)
     if raw.ndim == 3 and raw.shape[0] == 1:
         raw = raw[0]
     if mask is not None:

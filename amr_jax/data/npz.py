@@ -14,6 +14,8 @@ code. Every error names the file and, where it applies, the key.
 
 from __future__ import annotations
 
+import lzma
+import math
 import os
 import re
 import struct
@@ -63,12 +65,12 @@ def parse_npy_header(header: str, *, source: str) -> tuple[np.dtype, bool, tuple
         raise FeatureError(f"{source}: malformed .npy header {text[:80]!r}")
     try:
         dtype = np.dtype(descr.group(1))
-    except TypeError:
+    except (TypeError, ValueError, SyntaxError):  # numpy's dtype-string parser raises all three
         raise FeatureError(f"{source}: unknown dtype {descr.group(1)!r}") from None
     if dtype.hasobject or dtype.fields is not None:
         raise FeatureError(f"{source}: dtype {dtype} needs pickle; refusing to load it")
     dims = [d.strip() for d in shape.group(1).split(",") if d.strip()]
-    if not all(d.isdigit() for d in dims):
+    if not all(d.isascii() and d.isdigit() for d in dims):  # int() also takes '٣'; '²' crashes it
         raise FeatureError(f"{source}: malformed shape ({shape.group(1)}) in .npy header")
     return dtype, fortran.group(1) == "True", tuple(int(d) for d in dims)
 
@@ -80,8 +82,41 @@ def _read_exact(stream, size: int, *, source: str) -> bytes:
     return data
 
 
-def read_npy_stream(stream, *, source: str) -> np.ndarray:
-    """Reads one `.npy` array from a binary stream (a zip member or a file)."""
+def read_npy_stream(stream, *, source: str, size: int | None = None) -> np.ndarray:
+    """Reads one `.npy` array from a binary stream (a zip member or a file).
+
+    Args:
+      stream: binary stream positioned at the magic bytes.
+      source: `file:key` used in error messages.
+      size: the stream's total length when known (a zip member's uncompressed
+        size): a header that claims more data than that is refused before any
+        allocation, so a corrupt shape cannot ask for petabytes.
+    """
+    dtype, fortran_order, shape, header_bytes = read_npy_header(stream, source=source)
+    claimed = math.prod(shape) * dtype.itemsize
+    available = None if size is None else size - header_bytes
+    if available is not None and claimed > available:
+        raise FeatureError(f"{source}: truncated .npy data (header shape {shape} needs {claimed} "
+                           f"bytes, the member holds {max(available, 0)})")
+    try:
+        array = np.empty(shape[::-1] if fortran_order else shape, dtype=dtype)
+    except (MemoryError, ValueError) as e:
+        raise FeatureError(f"{source}: .npy header shape {shape} cannot be allocated ({e})") from None
+    if array.nbytes:
+        # readinto fills the array's own buffer: one copy, and the result is writable.
+        view = memoryview(array).cast("B")
+        filled = 0
+        while filled < array.nbytes:
+            n = stream.readinto(view[filled:])
+            if not n:
+                raise FeatureError(
+                    f"{source}: truncated .npy data ({filled} of {array.nbytes} bytes)")
+            filled += n
+    return array.T if fortran_order else array
+
+
+def read_npy_header(stream, *, source: str) -> tuple[np.dtype, bool, tuple[int, ...], int]:
+    """Reads the magic bytes and header of a `.npy` stream: (dtype, fortran, shape, bytes read)."""
     magic = _read_exact(stream, len(NPY_MAGIC) + 2, source=source)
     if magic[:len(NPY_MAGIC)] != NPY_MAGIC:
         raise FeatureError(f"{source}: not a .npy array (bad magic bytes)")
@@ -94,18 +129,7 @@ def read_npy_stream(stream, *, source: str) -> np.ndarray:
     encoding = "utf-8" if major == 3 else "latin1"
     header = _read_exact(stream, header_length, source=source).decode(encoding, errors="replace")
     dtype, fortran_order, shape = parse_npy_header(header, source=source)
-    array = np.empty(shape[::-1] if fortran_order else shape, dtype=dtype)
-    if array.nbytes:
-        # readinto fills the array's own buffer: one copy, and the result is writable.
-        view = memoryview(array).cast("B")
-        filled = 0
-        while filled < array.nbytes:
-            n = stream.readinto(view[filled:])
-            if not n:
-                raise FeatureError(
-                    f"{source}: truncated .npy data ({filled} of {array.nbytes} bytes)")
-            filled += n
-    return array.T if fortran_order else array
+    return dtype, fortran_order, shape, len(magic) + struct.calcsize(length_format) + header_length
 
 
 class NpzArchive:
@@ -121,7 +145,8 @@ class NpzArchive:
             raise FeatureError(f"{self.path}: feature file not found")
         try:
             self._zip = zipfile.ZipFile(self.path)
-        except (OSError, zipfile.BadZipFile, ValueError, EOFError) as e:
+        except (OSError, zipfile.BadZipFile, ValueError, EOFError, NotImplementedError) as e:
+            # NotImplementedError: a corrupt "version needed" field names an unknown zip version.
             raise FeatureError(f"{self.path}: not a readable .npz file ({e})") from None
         names = [n for n in self._zip.namelist() if n.endswith(".npy")]
         self._members = {n[:-len(".npy")]: n for n in names}
@@ -132,12 +157,28 @@ class NpzArchive:
             raise FeatureError(f"{self.path}: missing key '{key}' (keys: {self.files})")
         source = f"{self.path}:{key}"
         try:
-            with self._zip.open(self._members[key]) as member:
-                return read_npy_stream(member, source=source)
+            info = self._zip.getinfo(self._members[key])
+            with self._zip.open(info) as member:
+                return read_npy_stream(member, source=source, size=info.file_size)
         except FeatureError:
             raise
-        except (OSError, zipfile.BadZipFile, EOFError, ValueError, zlib.error,
-                NotImplementedError) as e:
+        except (OSError, zipfile.BadZipFile, EOFError, ValueError, zlib.error, lzma.LZMAError,
+                NotImplementedError, RuntimeError) as e:
+            # RuntimeError: an encrypted member; LZMAError/OSError: bad lzma/bz2 streams.
+            raise FeatureError(f"{source}: corrupt archive member ({e})") from None
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        """The shape of member `key` from its header alone (no data is read)."""
+        if key not in self._members:
+            raise FeatureError(f"{self.path}: missing key '{key}' (keys: {self.files})")
+        source = f"{self.path}:{key}"
+        try:
+            with self._zip.open(self._members[key]) as member:
+                return read_npy_header(member, source=source)[2]
+        except FeatureError:
+            raise
+        except (OSError, zipfile.BadZipFile, EOFError, ValueError, zlib.error, lzma.LZMAError,
+                NotImplementedError, RuntimeError) as e:
             raise FeatureError(f"{source}: corrupt archive member ({e})") from None
 
     def close(self) -> None:

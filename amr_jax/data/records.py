@@ -8,6 +8,7 @@ One line per query:
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import json
 import math
@@ -57,6 +58,14 @@ class QueryRecord:
         return self.windows is not None
 
 
+def _finite(v) -> bool:
+    """A finite float64: NaN/inf and integers too large for float64 (1e400 as an int) are not."""
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
+
+
 def _parse_windows(raw, *, where: str) -> np.ndarray:
     if not isinstance(raw, list):
         raise AnnotationError(f"{where}: '{WINDOWS_FIELD}' must be a list of [start, end], got {raw!r}")
@@ -64,7 +73,7 @@ def _parse_windows(raw, *, where: str) -> np.ndarray:
         if (not isinstance(w, (list, tuple)) or len(w) != 2
                 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in w)):
             raise AnnotationError(f"{where}: window {w!r} is not a [start, end] pair of numbers")
-        if not all(math.isfinite(v) for v in w):
+        if not all(_finite(v) for v in w):
             raise AnnotationError(f"{where}: window {w!r} is not finite")
     return np.asarray(raw, dtype=np.float64).reshape(-1, 2)
 
@@ -102,7 +111,7 @@ def parse_record(obj, *, where: str) -> QueryRecord:
     where = f"{where} qid={qid}"
     duration = obj["duration"]
     if (not isinstance(duration, (int, float)) or isinstance(duration, bool)
-            or not math.isfinite(duration) or duration <= 0):
+            or not _finite(duration) or duration <= 0):
         raise AnnotationError(f"{where}: 'duration' must be a positive number, got {duration!r}")
     if not isinstance(obj["query"], str):
         raise AnnotationError(f"{where}: 'query' must be a string")
@@ -120,21 +129,36 @@ def parse_record(obj, *, where: str) -> QueryRecord:
 def iter_json_lines(path: str | os.PathLike, *, kind: str):
     """Yields (where, decoded object) per non-blank line; `where` is "file:line".
 
+    Lines end at b"\\n" only (CRLF works; a lone CR is not a line break, as for
+    `wc -l`); a UTF-8 byte-order mark at the start of the file is skipped.
+
     Raises:
-      AnnotationError: the file is missing or a line is not valid JSON.
+      AnnotationError: the file is missing, a line is not UTF-8, or not valid
+        JSON (including numbers Python refuses and nesting too deep to decode).
     """
     path = Path(path)
     if not path.is_file():
         raise AnnotationError(f"{path}: {kind} file not found")
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8):]
+            where = f"{path}:{lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise AnnotationError(f"{where}: not UTF-8 text (invalid byte at column "
+                                      f"{e.start + 1})") from None
             if not line.strip():
                 continue
-            where = f"{path}:{lineno}"
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
                 raise AnnotationError(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from None
+            except RecursionError:
+                raise AnnotationError(f"{where}: malformed JSON (nested too deeply)") from None
+            except ValueError as e:  # e.g. an integer with more digits than Python converts
+                raise AnnotationError(f"{where}: malformed JSON ({e})") from None
             yield where, obj
 
 

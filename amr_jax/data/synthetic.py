@@ -370,6 +370,9 @@ def generate_split(preset: str, output: str | os.PathLike, *, seed: int = 0, wor
     else:
         lines = draw_clotho_moment_annotations(rng, num_recordings or 200)
     world = SyntheticWorld(world_seed)
+    # SYNTHETIC.json is written last: while a (re)generation runs, or after it is
+    # interrupted, the folder carries no completion mark (each file is whole, old or new).
+    (output / "SYNTHETIC.json").unlink(missing_ok=True)
     ann_path = atomic_write_text(output / "annotations.jsonl",
                                  "".join(json.dumps(line) + "\n" for line in lines))
     records = read_annotations(ann_path)

@@ -8,6 +8,7 @@ with at most 10 windows, best first. Submissions strip the scores
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +18,7 @@ from absl import logging
 
 from amr_jax.data.errors import AnnotationError
 from amr_jax.data.records import QueryRecord, iter_json_lines
-from amr_jax.io_utils import atomic_write_text
+from amr_jax.io_utils import atomic_write_lines
 
 MAX_WINDOWS = 10
 PRED_FIELD = "pred_relevant_windows"
@@ -34,24 +35,29 @@ def prediction_lines(records: Sequence[QueryRecord], windows: np.ndarray, valid:
       strip_scores: write [st, en] only (DCASE submission format).
       decimals: rounding of every number.
     """
-    windows = np.asarray(windows, np.float64)
+    return list(iter_prediction_lines(records, windows, valid, strip_scores=strip_scores,
+                                      decimals=decimals))
+
+
+def iter_prediction_lines(records: Sequence[QueryRecord], windows: np.ndarray, valid: np.ndarray,
+                          *, strip_scores: bool = False, decimals: int = 4):
+    """`prediction_lines`, one dict at a time (a 50,000-query split never holds all of them)."""
     valid = np.asarray(valid, bool)
-    if windows.shape[0] != len(records) or valid.shape != windows.shape[:2]:
-        raise ValueError(f"{len(records)} records vs windows {windows.shape} / valid {valid.shape}")
-    lines = []
+    if np.shape(windows)[0] != len(records) or valid.shape != np.shape(windows)[:2]:
+        raise ValueError(f"{len(records)} records vs windows {np.shape(windows)} / valid "
+                         f"{valid.shape}")
     for r, w, v in zip(records, windows, valid):
-        kept = np.round(w[v][:MAX_WINDOWS], decimals)
+        kept = np.round(np.asarray(w, np.float64)[v][:MAX_WINDOWS], decimals)
         if strip_scores:
             kept = kept[:, :2]
-        lines.append({"qid": r.qid, "query": r.query, "vid": r.vid, PRED_FIELD: kept.tolist()})
-    return lines
+        yield {"qid": r.qid, "query": r.query, "vid": r.vid, PRED_FIELD: kept.tolist()}
 
 
 def write_predictions(path: str | os.PathLike, records: Sequence[QueryRecord], windows: np.ndarray,
                       valid: np.ndarray, *, strip_scores: bool = False) -> Path:
-    """Writes a predictions jsonl atomically; see `prediction_lines`."""
-    lines = prediction_lines(records, windows, valid, strip_scores=strip_scores)
-    return atomic_write_text(path, "".join(json.dumps(line) + "\n" for line in lines))
+    """Writes a predictions jsonl atomically, line by line; see `prediction_lines`."""
+    lines = iter_prediction_lines(records, windows, valid, strip_scores=strip_scores)
+    return atomic_write_lines(path, (json.dumps(line) + "\n" for line in lines))
 
 
 def check_prediction_windows(predictions: Sequence[dict], *, source: str) -> dict[str, list]:
@@ -88,21 +94,40 @@ def _first(qids: list, n: int = 5) -> str:
     return shown + (f", ... ({len(qids) - n} more)" if len(qids) > n else "")
 
 
+def _finite_number(v) -> bool:
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an integer too large for float64
+        return False
+
+
 def read_predictions(path: str | os.PathLike) -> list[dict]:
-    """Reads a predictions jsonl, checking the fields the scorer needs."""
+    """Reads a predictions jsonl, checking the fields the scorer needs.
+
+    Raises:
+      AnnotationError: naming the file and line (and qid) for malformed JSON,
+        a missing field, a qid that is not a string or integer, a duplicate
+        qid, or a window that is not a list of at least two finite numbers
+        (NaN, inf and numbers beyond float64 are refused, not scored).
+    """
     out, seen = [], {}
     for where, obj in iter_json_lines(path, kind="predictions"):
         if not isinstance(obj, dict) or "qid" not in obj or PRED_FIELD not in obj:
             raise AnnotationError(f"{where}: each line needs 'qid' and '{PRED_FIELD}'")
-        key = str(obj["qid"])
+        qid = obj["qid"]
+        if not isinstance(qid, (str, int)) or isinstance(qid, bool):
+            raise AnnotationError(f"{where}: 'qid' must be a string or integer, got {qid!r}")
+        key = str(qid)
         if key in seen:
-            raise AnnotationError(f"{where}: duplicate qid {obj['qid']!r} (first on line {seen[key]})")
+            raise AnnotationError(f"{where}: duplicate qid {qid!r} (first on line {seen[key]})")
         seen[key] = where.rsplit(":", 1)[1]
         wins = obj[PRED_FIELD]
         if not isinstance(wins, list) or any(
-                not isinstance(w, list) or len(w) < 2 or not all(
-                    isinstance(v, (int, float)) and not isinstance(v, bool) for v in w) for w in wins):
-            raise AnnotationError(f"{where} qid={obj['qid']}: '{PRED_FIELD}' must be a list of "
-                                  "[start, end, score] number lists")
+                not isinstance(w, list) or len(w) < 2 or not all(_finite_number(v) for v in w)
+                for w in wins):
+            raise AnnotationError(f"{where} qid={qid}: '{PRED_FIELD}' must be a list of "
+                                  "[start, end, score] lists of finite numbers")
         out.append(obj)
     return out

@@ -44,6 +44,7 @@ from amr_jax.train.state import TrainState, count_params, init_state, split_mode
 ModelFactory = Callable[[ml_collections.ConfigDict, nnx.Rngs], nnx.Module]
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
+PROGRESS_FILE = "epoch_progress.json"
 
 
 class NonFiniteLossError(AmrError, FloatingPointError):
@@ -286,6 +287,74 @@ def _check_finite(pending: _PendingStep, split: Split, queries: np.ndarray, *, s
         f"{', '.join(repr(q) for q in qids)}")
 
 
+def read_metrics_log(path: Path) -> list[dict]:
+    """The complete per-epoch records of a metrics.jsonl (an unparseable line ends the log)."""
+    records = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                break
+    return records
+
+
+def truncate_metrics_log(path: Path, step: int) -> None:
+    """Keeps the records up to the restored `step` (atomically); see train_and_evaluate."""
+    records = read_metrics_log(path)
+    kept = [r for r in records if r["step"] <= step]
+    if path.is_file() and (len(kept) != len(records) or
+                           len(path.read_bytes().splitlines()) != len(records)):
+        logging.info("%s: dropping %d epoch record(s) past the restored step %d",
+                     path, len(records) - len(kept), step)
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+
+
+def save_epoch_progress(workdir: Path, step: int, steps_per_epoch: int,
+                        recent: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
+    """Writes the step metrics of the current and the previous epoch (`PROGRESS_FILE`).
+
+    Written atomically before each checkpoint of the latest state, so a run resumed
+    mid-epoch at step S finds the metrics of the steps of S's epoch up to S (float32 values,
+    exactly as computed), even when S's epoch ended after S but its checkpoint never committed.
+
+    Args:
+      recent: (global step, metrics) of the steps run so far, oldest first.
+
+    Returns:
+      the entries kept (older ones are dropped, here and in the file).
+    """
+    keep_after = step - step % steps_per_epoch - steps_per_epoch
+    kept = [(s, m) for s, m in recent if s > keep_after]
+    host = jax.device_get([m for _, m in kept])
+    entries = [{"step": s, "metrics": {k: float(v) for k, v in m.items()}}
+               for (s, _), m in zip(kept, host)]
+    atomic_write_text(workdir / PROGRESS_FILE, json.dumps({"steps_per_epoch": steps_per_epoch,
+                                                           "steps": entries}) + "\n")
+    return kept
+
+
+def load_epoch_progress(workdir: Path, step: int, steps_per_epoch: int) -> list[tuple[int, dict]]:
+    """The saved (step, metrics) of the epoch `step` is in, up to `step` (see save_epoch_progress)."""
+    epoch_start = step - step % steps_per_epoch
+    if step == epoch_start:
+        return []
+    path = workdir / PROGRESS_FILE
+    saved = json.loads(path.read_text()) if path.is_file() else {"steps": []}
+    entries = [e for e in saved["steps"] if epoch_start < e["step"] <= step]
+    if saved.get("steps_per_epoch") != steps_per_epoch or len(entries) != step - epoch_start:
+        logging.warning("%s lacks the metrics of steps %d-%d; the train means of this epoch "
+                        "cover the steps run from now on only", path, epoch_start + 1, step)
+        return []
+    return [(e["step"], {k: np.float32(v) for k, v in e["metrics"].items()}) for e in entries]
+
+
+def append_metrics_record(path: Path, record: dict) -> None:
+    """Appends one epoch record by rewriting the (small) file atomically: never a torn line."""
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    atomic_write_text(path, text + json.dumps(record) + "\n")
+
+
 def _fmt_duration(seconds: float | None) -> str:
     if seconds is None:
         return "unknown"
@@ -354,6 +423,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     best = ckpt.best_record()
     base_key = jax.random.PRNGKey(config.seed)
     step = int(jax.device_get(state.step))
+    # A run killed after logging an epoch but before checkpointing it redoes that epoch:
+    # forget the records the restored state has not reached, so none appears twice.
+    truncate_metrics_log(workdir / METRICS_FILE, step)
     history = []
     stop_at = total_steps if stop_after_steps is None else min(total_steps, stop_after_steps)
 
@@ -362,7 +434,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     compiled = False  # rates count steps after the first (compiling) one of this process
     check = functools.partial(_check_finite, split=train_split, queries=train_queries,
                               seed=config.seed, batch_size=batch_size)
-    epoch_metrics: list[dict] = []
+    # The steps of the current epoch already run by a killed process, so the epoch's train
+    # means match an uninterrupted run (see save_epoch_progress).
+    recent = load_epoch_progress(workdir, step, spe)
+    epoch_metrics: list[dict] = [m for _, m in recent]
+
+    def save_latest() -> None:
+        nonlocal recent
+        recent = save_epoch_progress(workdir, step, spe, recent)  # first: a checkpoint has it
+        ckpt.save_latest(state)
+
     while step < stop_at:
         epoch, index = divmod(step, spe)
         inputs, targets = pipeline.train_batch(train_split, train_queries, data,
@@ -376,6 +457,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         step += 1
         window.append(metrics)
         epoch_metrics.append(metrics)
+        recent.append((step, metrics))
         steps_window += 1
         if not compiled:
             # The first step of a process includes XLA compilation; rates and ETAs that
@@ -404,15 +486,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                                 steps_done=step - step_start, total_steps=total_steps)
             best = record.pop("_best")
             history.append(record)
-            with open(workdir / METRICS_FILE, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+            append_metrics_record(workdir / METRICS_FILE, record)
             epoch_metrics = []
-            ckpt.save_latest(state)
+            save_latest()
         elif step % config.train.checkpoint_every_steps == 0 or step == stop_at:
-            ckpt.save_latest(state)
+            save_latest()
     if pending is not None:
         check(pending)
-    ckpt.save_latest(state)
+    save_latest()
     ckpt.wait()
     ckpt.close()
     if best is not None:

@@ -90,6 +90,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.frame_bucket = 32
     config.embed_chunk = 32             # recordings per audio-projection call
     config.query_chunk = 0              # queries per localizer call; 0 = the whole split at once
+    # Bounded memory (amr_jax/localize/streaming.py): 0 reads the whole split at once; N > 0
+    # reads, embeds and localizes N recordings (at most stream_queries queries) at a time.
+    config.stream_recordings = 0
+    config.stream_queries = 512
     config.num_workers = 8              # feature loading threads
     # "folders" (--annotations, --audio_feats, --text_feats) or "tfds:<name>:<split>", a
     # dataset built by experiments.build_tfds into data_dir (amr_jax/data/sources.py).
