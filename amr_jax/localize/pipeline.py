@@ -38,7 +38,7 @@ from amr_jax.errors import UsageError
 from amr_jax.eval import metrics as metrics_lib
 from amr_jax.eval import predictions as predictions_lib
 from amr_jax.io_utils import atomic_write_text
-from amr_jax.localize import systems
+from amr_jax.localize import duration_dp, fused, fused_fit, systems
 
 QUERY_ROUTES = ("features", "text")
 DEFAULT_QUERY_ROUTE = "features"
@@ -251,8 +251,14 @@ def relevance_curves(relevance: str, audio: jax.Array, audio_mask: jax.Array, qu
 
 
 def localize_curves(config: ml_collections.ConfigDict, curves: jax.Array, mask: jax.Array,
-                    duration: jax.Array):
-    """Runs the configured localizer on `[B, T]` curves."""
+                    duration: jax.Array, fused_params: dict | None = None):
+    """Runs the configured localizer on `[B, T]` curves.
+
+    `fused_params`: the fused localizer's linear model (`fused_fit.resolve_params(config)`),
+    read once by the caller; resolved here when not given.
+    """
+    if config.localizer == "fused" and fused_params is None:
+        fused_params = fused_fit.resolve_params(config)
     if config.localizer == "fwhm":
         return systems.fwhm_localize(curves, mask, duration, num_windows=config.num_windows,
                                      frame_offset_s=config.frame_offset_s,
@@ -261,6 +267,13 @@ def localize_curves(config: ml_collections.ConfigDict, curves: jax.Array, mask: 
         return systems.gmm_localize(curves, mask, duration, num_windows=config.num_windows,
                                     frame_offset_s=config.frame_offset_s,
                                     **config.gmm.to_dict())
+    if config.localizer == "dp":
+        return duration_dp.dp_localize(curves, mask, duration, num_windows=config.num_windows,
+                                       frame_offset_s=config.frame_offset_s, **config.dp.to_dict())
+    if config.localizer == "fused":
+        return fused.fused_localize(curves, mask, duration, num_windows=config.num_windows,
+                                    frame_offset_s=config.frame_offset_s,
+                                    **fused_fit.fused_kwargs(config, fused_params))
     raise ValueError(f"unknown localizer {config.localizer!r}")
 
 
@@ -331,11 +344,14 @@ def localize_split(config: ml_collections.ConfigDict, arrays: SplitArrays,
     loc_args = (jax.ShapeDtypeStruct((chunk, t_len), jnp.float32),
                 jax.ShapeDtypeStruct((chunk, t_len), jnp.bool_),
                 jax.ShapeDtypeStruct((chunk,), jnp.float32))
+    fused_params = fused_fit.resolve_params(config) if config.localizer == "fused" else None
     settings = json.dumps({k: config[k].to_dict() if hasattr(config[k], "to_dict") else config[k]
-                           for k in ("localizer", "num_windows", "frame_offset_s", "fwhm", "gmm")},
+                           for k in ("localizer", "num_windows", "frame_offset_s", "fwhm", "gmm",
+                                     "dp", "fused")} | {"fused_params": fused_params},
                           sort_keys=True)
     loc_exec, loc_compile_s = _compiled(("localize", settings, chunk, t_len),
-                                        functools.partial(localize_curves, config), loc_args)
+                                        functools.partial(localize_curves, config,
+                                                          fused_params=fused_params), loc_args)
     compile_s = rel_compile_s + loc_compile_s
 
     t0 = time.perf_counter()

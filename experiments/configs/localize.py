@@ -48,7 +48,7 @@ from amr_jax.data.timing import FRAME_OFFSET_S
 # config option -> dataset whose frame convention it selects
 DATASETS = {"castella": "castella", "clotho": "clotho_moment", "clotho_moment": "clotho_moment"}
 SYSTEMS = ("backbone_cosine", "jointproj_s1", "jointproj_s2", "jointproj_s3", "gmm_simple",
-           "gmm_contrast")
+           "gmm_contrast", "jointproj_dp", "fused")
 
 # system -> (relevance, localizer, FWHM overrides)
 _SYSTEM_TABLE = {
@@ -58,7 +58,16 @@ _SYSTEM_TABLE = {
     "jointproj_s3": ("joint", "fwhm", {"rel_height": 0.45}),
     "gmm_simple": ("joint", "gmm", {}),
     "gmm_contrast": ("contrast", "gmm", {}),
+    "jointproj_dp": ("joint", "dp", {}),
+    "fused": ("joint", "fused", {}),
 }
+
+# Duration prior (DESIGN 9.9): log-normal of the window length in seconds, `(mean, std)` of
+# log(length), fitted with `duration_dp.fit_lognormal` on the cleaned windows of
+#   castella: castella_train_release.jsonl (6157 windows);
+#   clotho_moment: clotho_moment_val_release.jsonl (4918 windows; no Clotho-Moment train
+#   annotations are available offline, so val stands in: a deviation from "train").
+_LOGNORMAL = {"castella": (1.5262, 1.1318), "clotho_moment": (2.9773, 0.3142)}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -115,6 +124,30 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.gmm.peak_weight = 0.3        # score = mean(gamma) + peak_weight * max(c~)
     config.gmm.fallback_rel_height = 0.5
     config.gmm.flat_eps = 1e-6          # spread of c~ at or below which a trace is flat
+
+    # jointproj_dp (DESIGN 9.9): argmax over windows [a, a + l) of
+    # sum(z_t - tau) + lam * log p(l), exact over all starts and lengths 1..max_len.
+    config.dp = ml_collections.ConfigDict()
+    config.dp.tau = 0.5
+    config.dp.lam = 1.0
+    config.dp.log_mu, config.dp.log_sigma = _LOGNORMAL[dataset]
+    config.dp.max_len = 120
+    config.dp.iou_threshold = 0.5       # later windows overlap a chosen one by at most this
+
+    # fused (amr_jax/localize/fused.py): FWHM at several widths + GMM runs + DP windows,
+    # rescored by a linear model on their features, NMS, top K. The model comes from
+    # `fused_params` (written by experiments.fit_fused on a validation split); without it the
+    # untuned defaults below rank by peak height alone.
+    config.fused = ml_collections.ConfigDict()
+    config.fused.smooth_k = 5
+    config.fused.rel_heights = (0.3, 0.5, 0.7)
+    config.fused.min_prominence = 0.1
+    config.fused.per_source = 10        # windows taken from each source
+    config.fused.mean = (0.0, 0.0, 0.0, 0.0, 0.0)       # fused.FEATURES order
+    config.fused.scale = (1.0, 1.0, 1.0, 1.0, 1.0)
+    config.fused.weights = (1.0, 0.0, 0.0, 0.0, 0.0)
+    config.fused.nms_iou = 0.5
+    config.fused_params = ""            # PARAMS.json from experiments.fit_fused
 
     config.diagnostics = ml_collections.ConfigDict()
     config.diagnostics.seed = 0         # draws the mismatched query of each query
