@@ -12,7 +12,13 @@ SYSTEM is one of
   jointproj_s3     rel_height=0.45;
   gmm_simple       joint-space trace, Gaussian smoothing, two-component GMM posterior runs;
   gmm_contrast     as gmm_simple on s_t - <a_t, n> (needs --neutral_feats, or GPT-2 in the
-                   --clap folder and --tokenizer_dir).
+                   --clap folder and --tokenizer_dir);
+  jointproj_dp     joint space, duration-prior window search (DESIGN 9.9; config.dp);
+  fused            background-contrast trace (as gmm_contrast); FWHM windows at several
+                   widths + GMM runs + DP windows rescored by a linear model on their features,
+                   NMS (amr_jax/localize/fused.py); fit the model on a validation split with
+                   `python -m experiments.fit_fused ... --output=PARAMS.json` and pass
+                   `--config.fused_params=PARAMS.json` (untuned defaults otherwise).
 Append ",runlocal" (e.g. `localize.py:gmm_contrast,runlocal`) for a quick run: fewer EM
 initializations and iterations and no progress bars.
 
@@ -59,7 +65,7 @@ _SYSTEM_TABLE = {
     "gmm_simple": ("joint", "gmm", {}),
     "gmm_contrast": ("contrast", "gmm", {}),
     "jointproj_dp": ("joint", "dp", {}),
-    "fused": ("joint", "fused", {}),
+    "fused": ("contrast", "fused", {}),
 }
 
 # Duration prior (DESIGN 9.9): log-normal of the window length in seconds, `(mean, std)` of
@@ -88,7 +94,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.system = system
     config.relevance = relevance        # "backbone" | "joint" | "contrast"
-    config.localizer = localizer        # "fwhm" | "gmm"
+    config.localizer = localizer        # "fwhm" | "gmm" | "dp" | "fused"
     config.num_windows = 10             # predictions kept per query (the scorer reads 10)
     # Frame i covers [i + o, i + 1 + o) s: 0 for CASTELLA, -0.5 for centre-cut Clotho-Moment.
     config.frame_offset_s = FRAME_OFFSET_S[dataset]
