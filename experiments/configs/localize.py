@@ -18,7 +18,13 @@ SYSTEM is one of
                    widths + GMM runs + DP windows rescored by a linear model on their features,
                    NMS (amr_jax/localize/fused.py); fit the model on a validation split with
                    `python -m experiments.fit_fused ... --output=PARAMS.json` and pass
-                   `--config.fused_params=PARAMS.json` (untuned defaults otherwise).
+                   `--config.fused_params=PARAMS.json` (untuned defaults otherwise);
+  jointproj_llm    EXPLORATORY: a language model reads the joint-space curve (TAP prompt with
+                   the worked examples of --config.llm.examples, from
+                   experiments.llm_examples on the training split); backend
+                   `--config.llm.backend=clap_gpt2` (the GPT-2 of --clap, --tokenizer_dir) or
+                   `transformers` (`--config.llm.model_dir=LOCAL_LM`); answers that do not parse
+                   fall back to FWHM (counted). Not run by --all_systems.
 Append ",runlocal" (e.g. `localize.py:gmm_contrast,runlocal`) for a quick run: fewer EM
 initializations and iterations and no progress bars.
 
@@ -66,6 +72,8 @@ _SYSTEM_TABLE = {
     "gmm_contrast": ("contrast", "gmm", {}),
     "jointproj_dp": ("joint", "dp", {}),
     "fused": ("contrast", "fused", {}),
+    # Exploratory, not in SYSTEMS (--all_systems): needs a language model (DESIGN 9.10).
+    "jointproj_llm": ("joint", "llm", {}),
 }
 
 # Duration prior (DESIGN 9.9): log-normal of the window length in seconds, `(mean, std)` of
@@ -80,7 +88,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     parts = [p.strip() for p in (arg or "jointproj_s1").split(",") if p.strip()]
     system, options = parts[0], set(parts[1:])
     if system not in _SYSTEM_TABLE:
-        raise ValueError(f"unknown system {system!r}; expected one of {', '.join(SYSTEMS)}")
+        raise ValueError(f"unknown system {system!r}; expected one of "
+                         f"{', '.join(_SYSTEM_TABLE)}")
     known = {"runlocal"} | set(DATASETS)
     if options - known:
         raise ValueError(f"unknown config options {sorted(options - known)} "
@@ -154,6 +163,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.fused.weights = (1.0, 0.0, 0.0, 0.0, 0.0)
     config.fused.nms_iou = 0.5
     config.fused_params = ""            # PARAMS.json from experiments.fit_fused
+
+    # jointproj_llm (amr_jax/localize/llm.py, exploratory): a language model reads the curve.
+    config.llm = ml_collections.ConfigDict()
+    config.llm.backend = "clap_gpt2"    # "clap_gpt2" (GPT-2 of --clap, --tokenizer_dir) |
+                                        # "transformers" (llm.model_dir, optional extra)
+    config.llm.model_dir = ""           # local causal LM folder of the transformers backend
+    config.llm.examples = ""            # EXAMPLES.jsonl (python -m experiments.llm_examples)
+    config.llm.max_new_tokens = 64
+    config.llm.batch_size = 8
+    config.llm.context = 0              # clap_gpt2 token buffer; 0 = GPT-2's n_positions
+    config.llm.max_values = 300         # curve values rendered per recording
 
     config.diagnostics = ml_collections.ConfigDict()
     config.diagnostics.seed = 0         # draws the mismatched query of each query

@@ -2,12 +2,18 @@
 backend against transformers' greedy generation (tiny random model), the FWHM fallback."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from amr_jax.data.errors import AnnotationError
-from amr_jax.localize import llm
+from amr_jax.localize import llm, pipeline
+from experiments.configs import localize as localize_configs
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -115,7 +121,7 @@ def tiny_lm(tmp_path_factory):
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(f"{a} {b}" for a, b in merges)
                                        + "\n")
     torch.manual_seed(0)
-    cfg = transformers.GPT2Config(vocab_size=len(vocab), n_positions=1024, n_embd=32, n_layer=2,
+    cfg = transformers.GPT2Config(vocab_size=len(vocab), n_positions=2048, n_embd=32, n_layer=2,
                                   n_head=4, bos_token_id=len(vocab) - 1,
                                   eos_token_id=len(vocab) - 1)
     model = transformers.GPT2LMHeadModel(cfg).eval()
@@ -139,3 +145,38 @@ def test_flax_gpt2_backend_matches_transformers_greedy(tiny_lm):
     ref = llm.TransformersBackend(folder, max_new_tokens=6, batch_size=1).generate(prompts)
     assert len(ours) == 3 and all(isinstance(t, str) for t in ours)
     assert ours == ref
+
+
+def test_jointproj_llm_system_on_a_synthetic_split(tiny_lm, synthetic_castella, tmp_path):
+    """experiments.llm_examples, then the system through run_localization (transformers
+    backend, tiny random LM): unparsable answers get exactly jointproj_s1's windows."""
+    from amr_jax.clap import convert
+
+    folder, _ = tiny_lm
+    d = synthetic_castella
+    if not (d / "clap_converted").exists():
+        convert.convert_and_save(d / "msclap_synthetic.npz", d / "clap_converted")
+    paths = {"annotations": d / "annotations.jsonl", "audio_feats": d / "clap",
+             "text_feats": d / "clap_text", "clap_dir": d / "clap_converted"}
+    examples = tmp_path / "examples.jsonl"
+    run = subprocess.run([sys.executable, "-m", "experiments.llm_examples",
+                          f"--annotations={paths['annotations']}",
+                          f"--audio_feats={paths['audio_feats']}",
+                          f"--text_feats={paths['text_feats']}", f"--clap={paths['clap_dir']}",
+                          f"--output={examples}"], cwd=REPO, capture_output=True, text=True,
+                         timeout=300, check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert len(llm.load_examples(examples)) == 3
+    config = localize_configs.get_config("jointproj_llm")
+    config.llm.backend, config.llm.model_dir = "transformers", str(folder)
+    config.llm.examples, config.llm.max_values = str(examples), 10
+    config.llm.max_new_tokens, config.llm.batch_size = 4, 16
+    out = pipeline.run_localization(config, output=tmp_path / "p.jsonl", print_report=False,
+                                    timings=tmp_path / "t.json", **paths)
+    fallback = np.asarray(out["result"].details.fallback)
+    assert json.loads((tmp_path / "t.json").read_text())["llm_fallbacks"] == int(fallback.sum())
+    assert fallback.any()
+    s1 = pipeline.run_localization(localize_configs.get_config("jointproj_s1"),
+                                   output=tmp_path / "s1.jsonl", print_report=False, **paths)
+    np.testing.assert_allclose(out["result"].windows[fallback], s1["result"].windows[fallback])
+    assert len((tmp_path / "p.jsonl").read_text().splitlines()) == len(fallback)
