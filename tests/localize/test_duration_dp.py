@@ -128,3 +128,18 @@ def test_fit_lognormal():
     assert abs(np.trapezoid(pdf, grid) - 1.0) < 1e-3
     with pytest.raises(ValueError, match="at least 2"):
         duration_dp.fit_lognormal([3.0])
+
+
+@pytest.mark.parametrize("offset", [0.0, -0.5])
+def test_numpy_reference_matches_kernel(offset):
+    """reference.dp_reference (the benchmark's baseline) is the same search."""
+    from amr_jax.localize import reference
+
+    rng = np.random.default_rng(4)
+    rows = _rows(rng, 20)
+    dur = np.array([len(r) for r in rows], np.float32)
+    out = dp(*_pad(rows, 48, rng), dur, offset)
+    for i, r in enumerate(rows):
+        ref = reference.dp_reference(r, float(dur[i]), frame_offset_s=offset, **DP)
+        assert int(np.asarray(out.valid)[i].sum()) == len(ref)
+        np.testing.assert_allclose(np.asarray(out.windows)[i, :len(ref)], ref, rtol=1e-4, atol=1e-3)
