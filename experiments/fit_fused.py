@@ -48,6 +48,8 @@ def main(argv):
     fused_fit.save_params(_OUTPUT.value, params)
     print("weights: " + ", ".join(f"{n}={w:+.3f}" for n, w in zip(params["features"],
                                                                   params["weights"])))
+    print(f"feature set: {params['feature_set']} (two-fold CV R1@0.7 on this split: "
+          f"{params['cv_r1_at_0.7']})")
     print(f"nms_iou: {params['nms_iou']}")
     print(json.dumps(params["val_metrics"]), flush=True)
     cli.log_outputs({"fused parameters": _OUTPUT.value})

@@ -12,7 +12,10 @@ source, on the frames whose centre `i + 0.5 + o` lies in `[start, end)`:
   contrast    mean `z` inside minus mean `z` over the flanks `[start - w, start)` and
               `[end, end + w)` (w = the window's width; valid frames only; 0 without flanks);
   posterior   mean GMM posterior of the relevant component inside;
-  log_prior   the duration prior's `log p(width)` (the log-normal of `config.dp`).
+  log_prior   the duration prior's `log p(width)` (the log-normal of `config.dp`);
+  source_rank `1 / (1 + r)`, r the window's rank within its own source (each source's
+              ranking, which the linear model can trust more or less);
+  from_gmm, from_dp  1 for the GMM / DP windows, 0 otherwise (FWHM is the base).
 
 The score is `sum_f w_f (x_f - mean_f) / scale_f` (a linear model on standardized features;
 `fit.py` fits it on a validation split), then greedy temporal NMS at `nms_iou`, top K.
@@ -29,7 +32,11 @@ import jax.numpy as jnp
 from amr_jax import saliency
 from amr_jax.localize import duration_dp, nms, smoothing, systems
 
-FEATURES = ("height", "mean_z", "contrast", "posterior", "log_prior")
+# The first five are computed from the window (`candidate_features`); the last three say where
+# it comes from (its rank within its source, and which source).
+FEATURES = ("height", "mean_z", "contrast", "posterior", "log_prior", "source_rank", "from_gmm",
+            "from_dp")
+WINDOW_FEATURES = 5
 
 
 @flax.struct.dataclass
@@ -81,7 +88,7 @@ def _masked_mean(values: jax.Array, inside: jax.Array) -> tuple[jax.Array, jax.A
 def candidate_features(start: jax.Array, end: jax.Array, present: jax.Array, z: jax.Array,
                        y: jax.Array, gamma: jax.Array, mask: jax.Array, *, log_mu: float,
                        log_sigma: float, frame_offset_s: float | jax.Array) -> jax.Array:
-    """`[B, C, F]` features (module docstring) of windows `[B, C]` in seconds."""
+    """`[B, C, WINDOW_FEATURES]` window features (module docstring), windows `[B, C]` in s."""
     t_len = z.shape[1]
     centre = (jnp.arange(t_len, dtype=z.dtype) + 0.5 + frame_offset_s)[None, None, :]
     s, e = start[..., None], end[..., None]
@@ -99,6 +106,18 @@ def candidate_features(start: jax.Array, end: jax.Array, present: jax.Array, z: 
                                              log_sigma=log_sigma)
     feats = jnp.stack([height, mean_z, contrast, posterior, log_prior], axis=-1)
     return jnp.where(present[..., None], feats, 0.0)
+
+
+def source_features(num_fwhm: int, per_source: int, present: jax.Array) -> jax.Array:
+    """`[B, C, 3]` (source_rank, from_gmm, from_dp) of the candidate slots; 0 where absent.
+
+    Slots are `num_fwhm` FWHM blocks, then the GMM block, then the DP block, `per_source`
+    each, every block best first.
+    """
+    slot = jnp.arange((num_fwhm + 2) * per_source)
+    source, rank = slot // per_source, slot % per_source
+    feats = jnp.stack([1.0 / (1.0 + rank), source == num_fwhm, source == num_fwhm + 1], -1)
+    return jnp.where(present[..., None], feats.astype(jnp.float32)[None], 0.0)
 
 
 def fused_candidates(curve: jax.Array, mask: jax.Array, duration: jax.Array, *, smooth_k: int,
@@ -138,6 +157,7 @@ def fused_candidates(curve: jax.Array, mask: jax.Array, duration: jax.Array, *, 
     feats = candidate_features(windows[..., 0], windows[..., 1], present, z, y, mix.posterior,
                                mask, log_mu=dp["log_mu"], log_sigma=dp["log_sigma"],
                                frame_offset_s=frame_offset_s)
+    feats = jnp.concatenate([feats, source_features(len(rel_heights), per_source, present)], -1)
     return Candidates(start=windows[..., 0], end=windows[..., 1], present=present,
                       features=feats, curve=y, posterior=mix.posterior)
 

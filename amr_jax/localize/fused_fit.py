@@ -6,7 +6,8 @@ window reaches a threshold, `-log sum_{c: IoU_c >= theta} softmax(s)_c`, average
 queries that have such a candidate and over `thresholds` (0.5 and 0.7: R1@0.7 is the target,
 0.5 steadies the fit), plus `l2 * |w|^2`. The features are standardized by their mean and
 standard deviation over the split's present candidates, so the weights are comparable. Then
-the NMS threshold is chosen from a grid by the split's mAP (R1 does not depend on it).
+the NMS threshold is chosen from a grid by the split's mAP (R1 does not depend on it);
+`fit_split` also chooses, by cross-validation, whether the source features are used.
 
 Parameters file (`save_params` / `load_params`, JSON): `features` (names, must equal
 `fused.FEATURES`), `mean`, `scale`, `weights` (`[F]` each), `nms_iou`, `candidates` (the
@@ -69,15 +70,24 @@ def listwise_loss(weights: jax.Array, x: jax.Array, present: jax.Array, iou: jax
 
 def fit_weights(features: np.ndarray, present: np.ndarray, iou: np.ndarray, *,
                 thresholds: Sequence[float] = (0.5, 0.7), l2: float = 1e-3, steps: int = 400,
-                learning_rate: float = 0.05) -> dict:
+                learning_rate: float = 0.05, num_used: int | None = None) -> dict:
     """Standardization and weights of the linear model (module docstring).
 
     Args:
       features: `[B, C, F]`; present: `[B, C]` bool; iou: `[B, C]` best IoU with the truth.
+      num_used: fit only the first `num_used` features; the others get weight 0 (mean 0,
+        scale 1). None: all.
 
     Returns:
       {"mean", "scale", "weights"} lists of F floats, and "loss" (final objective).
     """
+    total = features.shape[-1]
+    if num_used is not None and num_used < total:
+        fit = fit_weights(features[..., :num_used], present, iou, thresholds=thresholds, l2=l2,
+                          steps=steps, learning_rate=learning_rate)
+        pad = total - num_used
+        return {"mean": fit["mean"] + [0.0] * pad, "scale": fit["scale"] + [1.0] * pad,
+                "weights": fit["weights"] + [0.0] * pad, "loss": fit["loss"]}
     feats = features[present]
     if not len(feats):
         raise ValueError("no candidates to fit the fused localizer on")

@@ -193,21 +193,25 @@ def fused_reference(curve: np.ndarray, duration: float, *, smooth_k: int, rel_he
     """The fused localizer of one curve from the per-query references (`fused.py`)."""
     from scipy.ndimage import uniform_filter1d
 
-    cands = []
-    for rel_height in rel_heights:
+    cands, source = [], []
+    for k, rel_height in enumerate(rel_heights):
         cands += fwhm_reference(curve, duration, smooth_k=smooth_k, rel_height=rel_height,
                                 min_prominence=min_prominence, num_windows=per_source,
                                 frame_offset_s=frame_offset_s)[0]
+        source += [(k, r) for r in range(len(cands) - len(source))]
     gmm_windows, info = gmm_reference(curve, duration, num_windows=per_source,
                                       frame_offset_s=frame_offset_s, **gmm)
     cands += gmm_windows
-    cands += dp_reference(curve, duration, num_windows=per_source, frame_offset_s=frame_offset_s,
-                          **dp)
+    source += [(len(rel_heights), r) for r in range(len(gmm_windows))]
+    dp_windows = dp_reference(curve, duration, num_windows=per_source,
+                              frame_offset_s=frame_offset_s, **dp)
+    cands += dp_windows
+    source += [(len(rel_heights) + 1, r) for r in range(len(dp_windows))]
     z = standardize(curve)
     y = uniform_filter1d(z, size=smooth_k, mode="nearest")
     centre = np.arange(len(z)) + 0.5 + frame_offset_s
     rows = []
-    for s, e, _ in cands:
+    for (s, e, _), (src, rank) in zip(cands, source):
         w = e - s
         inside = (centre >= s) & (centre < e)
         flank = ((centre >= s - w) & (centre < s)) | ((centre >= e) & (centre < e + w))
@@ -217,7 +221,8 @@ def fused_reference(curve: np.ndarray, duration: float, *, smooth_k: int, rel_he
             mean_z - (z[flank].mean() if flank.any() else 0.0),
             info["posterior"][inside].mean() if inside.any() else 0.0,
             -np.log(w) - np.log(dp["log_sigma"]) - 0.5 * np.log(2 * np.pi)
-            - 0.5 * ((np.log(w) - dp["log_mu"]) / dp["log_sigma"]) ** 2])
+            - 0.5 * ((np.log(w) - dp["log_mu"]) / dp["log_sigma"]) ** 2,
+            1.0 / (1.0 + rank), src == len(rel_heights), src == len(rel_heights) + 1])
         score = float(((feats - np.asarray(mean)) / np.asarray(scale)) @ np.asarray(weights))
         rows.append([s, e, score])
     return greedy_nms(rows, nms_iou, num_windows)

@@ -158,9 +158,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.fused.rel_heights = (0.3, 0.5, 0.7)
     config.fused.min_prominence = 0.1
     config.fused.per_source = 10        # windows taken from each source
-    config.fused.mean = (0.0, 0.0, 0.0, 0.0, 0.0)       # fused.FEATURES order
-    config.fused.scale = (1.0, 1.0, 1.0, 1.0, 1.0)
-    config.fused.weights = (1.0, 0.0, 0.0, 0.0, 0.0)
+    config.fused.mean = (0.0,) * 8      # fused.FEATURES order
+    config.fused.scale = (1.0,) * 8
+    config.fused.weights = (1.0,) + (0.0,) * 7
     config.fused.nms_iou = 0.5
     config.fused_params = ""            # PARAMS.json from experiments.fit_fused
 

@@ -22,6 +22,7 @@ GMM = {"sigma": 1.5, "truncate": 4.0, "n_init": 1, "tol": 1e-3, "max_iter": 20, 
        "flat_eps": 1e-6}
 DP = {"tau": 0.5, "lam": 1.0, "log_mu": 1.5, "log_sigma": 1.1, "max_len": 30,
       "iou_threshold": 0.5}
+WEIGHTS = (1.0, 0.2, 0.5, 0.3, 0.1, 0.4, -0.2, 0.3)
 KW = {"smooth_k": 5, "rel_heights": (0.3, 0.5, 0.7), "min_prominence": 0.1, "per_source": 4,
       "gmm": GMM, "dp": DP}
 
@@ -84,7 +85,7 @@ def test_features_match_numpy(offset):
 
 
 _localize = jax.jit(functools.partial(
-    fused.fused_localize, mean=(0.0,) * 5, scale=(1.0,) * 5, weights=(1.0, 0.2, 0.5, 0.3, 0.1),
+    fused.fused_localize, mean=(0.0,) * 8, scale=(1.0,) * 8, weights=WEIGHTS,
     nms_iou=0.5, num_windows=10, frame_offset_s=0.0, **KW))
 
 
@@ -117,10 +118,12 @@ def test_top_window_is_the_best_scored_candidate():
     x, mask = _pad(rows, 40, rng)
     dur = np.array([len(r) for r in rows], np.float32)
     cands = jax.jit(functools.partial(fused.fused_candidates, frame_offset_s=0.0, **KW))(x, mask, dur)
-    weights = np.array([1.0, 0.2, 0.5, 0.3, 0.1])
+    weights = np.array(WEIGHTS)
     out = _localize(x, mask, dur)
     feats, present = np.asarray(cands.features), np.asarray(cands.present)
     assert feats.shape[1] == (3 + 2) * KW["per_source"]
+    # Source features: slot 0 is FWHM rank 0; slot 12 GMM rank 0; slot 17 DP rank 1.
+    np.testing.assert_allclose(feats[0, [0, 12, 17], 5:], [[1, 0, 0], [1, 1, 0], [0.5, 0, 1]])
     for i in range(len(rows)):
         score = np.where(present[i], feats[i] @ weights, -np.inf)
         j = int(np.argmax(score))
@@ -157,8 +160,8 @@ def _config():
 
 
 def _params(config):
-    return {"features": list(fused.FEATURES), "mean": [0.0] * 5, "scale": [1.0] * 5,
-            "weights": [1.0, 0, 0, 0, 0], "nms_iou": 0.5,
+    return {"features": list(fused.FEATURES), "mean": [0.0] * 8, "scale": [1.0] * 8,
+            "weights": [1.0] + [0.0] * 7, "nms_iou": 0.5,
             "candidates": fused_fit.candidate_settings(config)}
 
 
@@ -166,10 +169,10 @@ def test_params_round_trip_and_errors(tmp_path):
     config = _config()
     path = tmp_path / "p.json"
     fused_fit.save_params(path, _params(config))
-    assert fused_fit.load_params(path, config)["weights"] == (1.0, 0.0, 0.0, 0.0, 0.0)
+    assert fused_fit.load_params(path, config)["weights"] == (1.0,) + (0.0,) * 7
     bad = {"missing": {k: v for k, v in _params(config).items() if k != "nms_iou"},
            "features": dict(_params(config), features=["height"]),
-           "weights": dict(_params(config), weights=[1.0, float("nan"), 0, 0, 0]),
+           "weights": dict(_params(config), weights=[1.0, float("nan")] + [0.0] * 6),
            "candidates": dict(_params(config), candidates=dict(
                fused_fit.candidate_settings(config), smooth_k=7))}
     for name, obj in bad.items():
@@ -203,7 +206,7 @@ def test_fit_fused_then_localize_binaries(split_dir, tmp_path):
                          timeout=600, check=False)
     assert fit.returncode == 0, fit.stderr[-3000:]
     stored = json.loads(params.read_text())
-    assert stored["features"] == list(fused.FEATURES) and len(stored["weights"]) == 5
+    assert stored["features"] == list(fused.FEATURES) and len(stored["weights"]) == 8
     assert json.loads(fit.stdout.strip().splitlines()[-1]) == stored["val_metrics"]
     pred = tmp_path / "pred.jsonl"
     run = subprocess.run([sys.executable, "-m", "experiments.localize",
@@ -227,8 +230,8 @@ def test_per_query_reference_gives_the_same_top_window():
     out = np.asarray(_localize(x, mask, dur).windows)
     same = 0
     for i, r in enumerate(rows):
-        ref = reference.fused_reference(r, float(dur[i]), mean=(0.0,) * 5, scale=(1.0,) * 5,
-                                        weights=(1.0, 0.2, 0.5, 0.3, 0.1), nms_iou=0.5,
+        ref = reference.fused_reference(r, float(dur[i]), mean=(0.0,) * 8, scale=(1.0,) * 8,
+                                        weights=WEIGHTS, nms_iou=0.5,
                                         num_windows=10, frame_offset_s=0.0, **KW)
         same += bool(np.allclose(out[i, 0], ref[0], atol=1e-3))
     assert same >= len(rows) - 1, same
