@@ -39,7 +39,7 @@ def run_training_free(folders: dict[str, Path], workdir: Path) -> dict[str, dict
 
     clap_dir = workdir / "clap_converted"
     convert_and_save(folders["test"] / f"{CHECKPOINT_STEM}.npz", clap_dir)
-    configs = [localize_configs.get_config(s) for s in localize_configs.SYSTEMS]
+    configs = [localize_configs.get_config(s) for s in localize_configs.SEED_SYSTEMS]
     return pipeline.run_all_systems(configs, **split_paths(folders["test"]),
                                     output_dir=workdir / "predictions", clap_dir=clap_dir,
                                     neutral_feats=folders["test"] / "neutral_text",

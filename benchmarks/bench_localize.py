@@ -4,14 +4,17 @@ r"""Training-free localization: JAX kernels vs the per-query numpy/scipy/sklearn
     --annotations=../shared/data/castella/castella_test_release.jsonl
   python -m experiments.convert_clap --checkpoint=/tmp/synth_test/msclap_synthetic.npz \
     --output=/tmp/synth_test/clap_converted
-  python benchmarks/bench_localize.py --data=/tmp/synth_test [--systems=gmm_contrast,...]
+  python benchmarks/bench_localize.py --data=/tmp/synth_test [--systems=gmm_contrast,...] \
+    [--fused_params=PARAMS.json]
 
 Both implementations run in this process on the same split, loaded once. Per system:
 
   embed      JAX: heads on every recording once (jitted chunks) + queries (+ neutral);
              ref: the same heads in numpy, each recording's valid frames once.
   relevance  JAX: all curves in one jitted call; ref: one dot product per query.
-  localize   JAX: one jitted call over all queries; ref: scipy / sklearn per query.
+  localize   JAX: one jitted call over all queries; ref: scipy / sklearn per query
+             (jointproj_dp: a numpy window table per query; fused: the FWHM, GMM and DP
+             references per query, numpy features and NMS).
   whole      load + embed + relevance + localize + writing predictions (JAX: compilation
              excluded and shown separately).
 
@@ -37,7 +40,7 @@ from amr_jax.data.features import load_text_features
 from amr_jax.data.loader import load_split
 from amr_jax.eval import metrics as metrics_lib
 from amr_jax.eval import predictions as predictions_lib
-from amr_jax.localize import pipeline, reference
+from amr_jax.localize import fused_fit, pipeline, reference
 from experiments.configs import localize as localize_configs
 
 
@@ -88,10 +91,19 @@ def reference_run(config, split, clap_params, neutral_dir, out_path) -> dict:
                 out.append(reference.fwhm_reference(c, r.duration, num_windows=config.num_windows,
                                                     frame_offset_s=config.frame_offset_s,
                                                     **config.fwhm.to_dict())[0])
-            else:
+            elif config.localizer == "gmm":
                 out.append(reference.gmm_reference(c, r.duration, num_windows=config.num_windows,
                                                    frame_offset_s=config.frame_offset_s,
                                                    **config.gmm.to_dict())[0])
+            elif config.localizer == "dp":
+                out.append(reference.dp_reference(c, r.duration, num_windows=config.num_windows,
+                                                  frame_offset_s=config.frame_offset_s,
+                                                  **config.dp.to_dict()))
+            else:
+                out.append(reference.fused_reference(
+                    c, r.duration, num_windows=config.num_windows,
+                    frame_offset_s=config.frame_offset_s,
+                    **fused_fit.fused_kwargs(config, fused_fit.resolve_params(config))))
         times["localize_s"] = time.perf_counter() - t0
     windows, valid = reference.to_arrays(out, config.num_windows)
     t0 = time.perf_counter()
@@ -136,6 +148,8 @@ def main():
     parser.add_argument("--data", required=True, help="synthetic split folder (see docstring)")
     parser.add_argument("--systems", default=",".join(localize_configs.SYSTEMS))
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--fused_params", default="",
+                        help="PARAMS.json of experiments.fit_fused for the fused row")
     parser.add_argument("--output", default="/tmp/bench_localize")
     args = parser.parse_args()
     data = Path(args.data)
@@ -152,6 +166,8 @@ def main():
     rows = []
     for system in args.systems.split(","):
         config = localize_configs.get_config(system)
+        if config.localizer == "fused" and args.fused_params:
+            config.fused_params = args.fused_params
         ours = jax_run(config, split, data, out_dir / f"{system}_jax.jsonl", args.repeats)
         ref = reference_run(config, split, clap_params, data / "neutral_text",
                             out_dir / f"{system}_ref.jsonl")

@@ -8,7 +8,9 @@ r"""Training-free localization of a whole split (JointProj FWHM or background-co
 A TFDS dataset (experiments.build_tfds) replaces the three data flags:
   --config.source=tfds:<name>:<split> --config.data_dir=TFDS_DATA_DIR
 
-SYSTEM: backbone_cosine, jointproj_s1, jointproj_s2, jointproj_s3, gmm_simple, gmm_contrast;
+SYSTEM: backbone_cosine, jointproj_s1, jointproj_s2, jointproj_s3, gmm_simple, gmm_contrast,
+jointproj_dp, fused (`--config.fused_params=PARAMS.json` from experiments.fit_fused),
+jointproj_llm (exploratory; see experiments/configs/localize.py);
 append ",clotho" for centre-cut Clotho-Moment features (frame offset -0.5 s, see the config).
 With annotated windows it prints the metrics table and, as its last stdout line, the JSON
 object of `experiments.evaluate`. With --all_systems every system runs on the split (loaded
@@ -49,7 +51,8 @@ _OUTPUT = flags.DEFINE_string("output", None, "Predictions jsonl (a folder with 
 _TIMINGS = flags.DEFINE_string("timings", None, "Optional JSON file for the stage seconds.")
 _PLOT_QIDS = flags.DEFINE_list("plot_qids", [], "qids whose curves are drawn as PNG figures.")
 _PLOT_DIR = flags.DEFINE_string("plot_dir", None, "Folder of the figures.")
-_ALL = flags.DEFINE_bool("all_systems", False, "Run all six systems; --output is a folder.")
+_ALL = flags.DEFINE_bool("all_systems", False, "Run the eight systems of configs/localize.py SYSTEMS (not jointproj_llm); "
+                           "--output is a folder.")
 
 
 def _check_source(config) -> None:

@@ -34,11 +34,11 @@ from amr_jax.data import timing
 from amr_jax.data import sources
 from amr_jax.data.loader import Split, load_split
 from amr_jax.data.records import is_annotated
-from amr_jax.errors import UsageError
+from amr_jax.errors import ConfigError, UsageError
 from amr_jax.eval import metrics as metrics_lib
 from amr_jax.eval import predictions as predictions_lib
 from amr_jax.io_utils import atomic_write_text
-from amr_jax.localize import systems
+from amr_jax.localize import duration_dp, fused, fused_fit, systems
 
 QUERY_ROUTES = ("features", "text")
 DEFAULT_QUERY_ROUTE = "features"
@@ -251,8 +251,14 @@ def relevance_curves(relevance: str, audio: jax.Array, audio_mask: jax.Array, qu
 
 
 def localize_curves(config: ml_collections.ConfigDict, curves: jax.Array, mask: jax.Array,
-                    duration: jax.Array):
-    """Runs the configured localizer on `[B, T]` curves."""
+                    duration: jax.Array, fused_params: dict | None = None):
+    """Runs the configured localizer on `[B, T]` curves.
+
+    `fused_params`: the fused localizer's linear model (`fused_fit.resolve_params(config)`),
+    read once by the caller; resolved here when not given.
+    """
+    if config.localizer == "fused" and fused_params is None:
+        fused_params = fused_fit.resolve_params(config)
     if config.localizer == "fwhm":
         return systems.fwhm_localize(curves, mask, duration, num_windows=config.num_windows,
                                      frame_offset_s=config.frame_offset_s,
@@ -261,6 +267,13 @@ def localize_curves(config: ml_collections.ConfigDict, curves: jax.Array, mask: 
         return systems.gmm_localize(curves, mask, duration, num_windows=config.num_windows,
                                     frame_offset_s=config.frame_offset_s,
                                     **config.gmm.to_dict())
+    if config.localizer == "dp":
+        return duration_dp.dp_localize(curves, mask, duration, num_windows=config.num_windows,
+                                       frame_offset_s=config.frame_offset_s, **config.dp.to_dict())
+    if config.localizer == "fused":
+        return fused.fused_localize(curves, mask, duration, num_windows=config.num_windows,
+                                    frame_offset_s=config.frame_offset_s,
+                                    **fused_fit.fused_kwargs(config, fused_params))
     raise ValueError(f"unknown localizer {config.localizer!r}")
 
 
@@ -313,8 +326,13 @@ def _compiled(key: tuple, fn, args) -> tuple[object, float]:
 
 
 def localize_split(config: ml_collections.ConfigDict, arrays: SplitArrays,
-                   embedded: Embedded) -> LocalizeResult:
-    """Relevance curves and localization of every query; compilation timed separately."""
+                   embedded: Embedded, backend=None) -> LocalizeResult:
+    """Relevance curves and localization of every query; compilation timed separately.
+
+    `backend`: the language model of the "llm" localizer (`llm.make_backend`), else unused.
+    """
+    if config.localizer == "llm":
+        return _localize_split_llm(config, arrays, embedded, backend)
     num_queries = len(arrays.duration)
     chunk = min(config.query_chunk or num_queries, num_queries)
     rel_args = (embedded.audio, arrays.audio_mask, embedded.queries, embedded.neutral,
@@ -331,11 +349,14 @@ def localize_split(config: ml_collections.ConfigDict, arrays: SplitArrays,
     loc_args = (jax.ShapeDtypeStruct((chunk, t_len), jnp.float32),
                 jax.ShapeDtypeStruct((chunk, t_len), jnp.bool_),
                 jax.ShapeDtypeStruct((chunk,), jnp.float32))
+    fused_params = fused_fit.resolve_params(config) if config.localizer == "fused" else None
     settings = json.dumps({k: config[k].to_dict() if hasattr(config[k], "to_dict") else config[k]
-                           for k in ("localizer", "num_windows", "frame_offset_s", "fwhm", "gmm")},
+                           for k in ("localizer", "num_windows", "frame_offset_s", "fwhm", "gmm",
+                                     "dp", "fused")} | {"fused_params": fused_params},
                           sort_keys=True)
     loc_exec, loc_compile_s = _compiled(("localize", settings, chunk, t_len),
-                                        functools.partial(localize_curves, config), loc_args)
+                                        functools.partial(localize_curves, config,
+                                                          fused_params=fused_params), loc_args)
     compile_s = rel_compile_s + loc_compile_s
 
     t0 = time.perf_counter()
@@ -352,6 +373,34 @@ def localize_split(config: ml_collections.ConfigDict, arrays: SplitArrays,
     return LocalizeResult(windows=merged.windows, valid=merged.valid, curves=np.asarray(curves)[:num_queries],
                           mask=mask, details=merged, compile_s=compile_s, localize_s=localize_s,
                           frame_offset_s=config.frame_offset_s)
+
+
+def _localize_split_llm(config: ml_collections.ConfigDict, arrays: SplitArrays,
+                        embedded: Embedded, backend) -> LocalizeResult:
+    """The language-model localizer: jitted curves and FWHM fallback, host-side generation.
+
+    The fallback windows are jointproj's FWHM windows with `config.fwhm` (s1 by default); the
+    number of queries that used them is in `details.fallback`.
+    """
+    from amr_jax.localize import llm
+
+    if backend is None:
+        raise ValueError("the llm localizer needs a backend (llm.make_backend)")
+    if not config.llm.examples:
+        raise ConfigError(f"{config.system} needs --config.llm.examples=EXAMPLES.jsonl (worked "
+                          "examples from the training split: python -m experiments.llm_examples)")
+    examples = llm.load_examples(config.llm.examples)
+    fwhm_config = ml_collections.ConfigDict(config.to_dict())
+    fwhm_config.localizer = "fwhm"
+    base = localize_split(fwhm_config, arrays, embedded)
+    t0 = time.perf_counter()
+    out = llm.llm_windows(backend, arrays.query_text, base.curves, base.mask, arrays.duration,
+                          examples, base.windows, base.valid, num_windows=config.num_windows,
+                          batch_size=config.llm.batch_size, max_values=config.llm.max_values)
+    details = systems.Localization(windows=out.windows, valid=out.valid,
+                                   curve=np.asarray(base.details.curve), fallback=out.fallback)
+    return dataclasses.replace(base, windows=out.windows, valid=out.valid, details=details,
+                               localize_s=base.localize_s + time.perf_counter() - t0)
 
 
 def run_localization(config: ml_collections.ConfigDict, *, annotations: str | os.PathLike,
@@ -403,11 +452,22 @@ def run_localization(config: ml_collections.ConfigDict, *, annotations: str | os
                                tokenizer_dir=tokenizer_dir, query_route=query_route)
     embed_s = time.perf_counter() - t0
 
-    result = localize_split(config, arrays, embedded)
+    backend = None
+    if config.localizer == "llm":
+        from amr_jax.localize import llm
+
+        backend = llm.make_backend(config, clap_dir=clap_dir, tokenizer_dir=tokenizer_dir)
+    result = localize_split(config, arrays, embedded, backend=backend)
+    if config.localizer == "llm":
+        fallbacks = int(np.asarray(result.details.fallback).sum())
+        print(f"{config.system}: {fallbacks} of {len(split.records)} answers did not parse and "
+              "used the FWHM fallback", flush=True)
     predictions_lib.write_predictions(output, split.records, result.windows, result.valid)
     total_s = time.perf_counter() - start
     times = {"load_s": load_s, "embed_s": embed_s, "localize_s": result.localize_s,
              "compile_s": result.compile_s, "total_s": total_s}
+    if config.localizer == "llm":
+        times["llm_fallbacks"] = fallbacks
     logging.info("%s: %d queries; load %.2f s, embed %.2f s, compile %.2f s, localize %.3f s",
                  config.system, len(split.records), load_s, embed_s, result.compile_s,
                  result.localize_s)
@@ -505,3 +565,27 @@ def run_all_systems(configs: Sequence[ml_collections.ConfigDict], *,
         print(json.dumps({name: metrics_lib.brief(m) if m else {} for name, m in rows.items()}),
               flush=True)
     return rows
+
+
+def draw_examples(config: ml_collections.ConfigDict, *, annotations: str | os.PathLike,
+                  audio_feats: str | os.PathLike, text_feats: str | os.PathLike,
+                  clap_dir: str | os.PathLike, num: int, seed: int) -> list:
+    """`num` worked examples (`llm.Example`) with the config's relevance curves of a split.
+
+    Raises:
+      UsageError: a blind split (the examples need their windows).
+    """
+    from amr_jax.localize import llm
+
+    split = sources.load_source(config.source, annotations=annotations, audio_dir=audio_feats,
+                                text_dir=text_feats, data_dir=config.data_dir,
+                                num_workers=config.num_workers, progress=config.progress)
+    if not is_annotated(split.records):
+        raise UsageError(f"{annotations}: worked examples need annotated windows")
+    arrays = split_arrays(split, max_frames=config.max_frames, frame_bucket=config.frame_bucket)
+    embedded = embed_split(config, arrays, clap_dir=clap_dir, neutral_feats=None)
+    rel_args = (embedded.audio, arrays.audio_mask, embedded.queries, embedded.neutral,
+                arrays.query_recording, arrays.query_slot, arrays.slot_query)
+    curves = np.asarray(jax.jit(functools.partial(relevance_curves, config.relevance))(*rel_args))
+    return llm.select_examples(split.records, curves, arrays.audio_mask[arrays.query_recording],
+                               num=num, seed=seed)

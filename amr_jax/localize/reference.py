@@ -137,6 +137,97 @@ def gmm_reference(trace: np.ndarray, duration: float, *, sigma: float, truncate:
     return out, info
 
 
+def dp_reference(curve: np.ndarray, duration: float, *, tau: float, lam: float, log_mu: float,
+                 log_sigma: float, max_len: int, iou_threshold: float, num_windows: int,
+                 frame_offset_s: float) -> list[list[float]]:
+    """Duration-prior windows of one curve (`duration_dp`): numpy table, greedy suppression."""
+    z = standardize(curve)
+    n = len(z)
+    cum = np.concatenate([[0.0], np.cumsum(z - tau)])
+    cands = []
+    for length in range(1, min(max_len, n) + 1):
+        logp = (-np.log(length) - np.log(log_sigma) - 0.5 * np.log(2 * np.pi)
+                - 0.5 * ((np.log(length) - log_mu) / log_sigma) ** 2)
+        a = np.arange(n - length + 1)
+        cands.append(np.stack([cum[a + length] - cum[a] + lam * logp, a, a + length], 1))
+    cands = np.concatenate(cands)
+    # Best first; ties: lower start, then shorter (lexsort's last key is the primary one).
+    cands = cands[np.lexsort((cands[:, 2], cands[:, 1], -cands[:, 0]))]
+    chosen = []
+    alive = np.ones(len(cands), bool)
+    for _ in range(num_windows):
+        idx = np.flatnonzero(alive)
+        if not len(idx):
+            break
+        score, a, b = cands[idx[0]]
+        chosen.append((score, a, b))
+        inter = np.clip(np.minimum(cands[:, 2], b) - np.maximum(cands[:, 1], a), 0, None)
+        union = (cands[:, 2] - cands[:, 1]) + (b - a) - inter
+        alive &= ~(inter / union > iou_threshold)
+    out = []
+    for score, a, b in chosen:
+        st, en = clamp_window(a + frame_offset_s, b + frame_offset_s, duration)
+        out.append([st, en, float(score)])
+    return out
+
+
+def greedy_nms(windows: list[list[float]], iou_threshold: float, num_windows: int
+               ) -> list[list[float]]:
+    """Greedy temporal NMS of `[start, end, score]` rows (stable on ties)."""
+    order = sorted(range(len(windows)), key=lambda i: -windows[i][2])
+    kept: list[list[float]] = []
+    for i in order:
+        s, e, _ = windows[i]
+        if all(not (max(0.0, min(e, k[1]) - max(s, k[0])) / (max(e, k[1]) - min(s, k[0]))
+                    > iou_threshold) for k in kept):
+            kept.append(windows[i])
+        if len(kept) == num_windows:
+            break
+    return kept
+
+
+def fused_reference(curve: np.ndarray, duration: float, *, smooth_k: int, rel_heights,
+                    min_prominence: float, per_source: int, gmm: dict, dp: dict, mean, scale,
+                    weights, nms_iou: float, num_windows: int,
+                    frame_offset_s: float) -> list[list[float]]:
+    """The fused localizer of one curve from the per-query references (`fused.py`)."""
+    from scipy.ndimage import uniform_filter1d
+
+    cands, source = [], []
+    for k, rel_height in enumerate(rel_heights):
+        cands += fwhm_reference(curve, duration, smooth_k=smooth_k, rel_height=rel_height,
+                                min_prominence=min_prominence, num_windows=per_source,
+                                frame_offset_s=frame_offset_s)[0]
+        source += [(k, r) for r in range(len(cands) - len(source))]
+    gmm_windows, info = gmm_reference(curve, duration, num_windows=per_source,
+                                      frame_offset_s=frame_offset_s, **gmm)
+    cands += gmm_windows
+    source += [(len(rel_heights), r) for r in range(len(gmm_windows))]
+    dp_windows = dp_reference(curve, duration, num_windows=per_source,
+                              frame_offset_s=frame_offset_s, **dp)
+    cands += dp_windows
+    source += [(len(rel_heights) + 1, r) for r in range(len(dp_windows))]
+    z = standardize(curve)
+    y = uniform_filter1d(z, size=smooth_k, mode="nearest")
+    centre = np.arange(len(z)) + 0.5 + frame_offset_s
+    rows = []
+    for (s, e, _), (src, rank) in zip(cands, source):
+        w = e - s
+        inside = (centre >= s) & (centre < e)
+        flank = ((centre >= s - w) & (centre < s)) | ((centre >= e) & (centre < e + w))
+        mean_z = z[inside].mean() if inside.any() else 0.0
+        feats = np.array([
+            y[inside].max() if inside.any() else 0.0, mean_z,
+            mean_z - (z[flank].mean() if flank.any() else 0.0),
+            info["posterior"][inside].mean() if inside.any() else 0.0,
+            -np.log(w) - np.log(dp["log_sigma"]) - 0.5 * np.log(2 * np.pi)
+            - 0.5 * ((np.log(w) - dp["log_mu"]) / dp["log_sigma"]) ** 2,
+            1.0 / (1.0 + rank), src == len(rel_heights), src == len(rel_heights) + 1])
+        score = float(((feats - np.asarray(mean)) / np.asarray(scale)) @ np.asarray(weights))
+        rows.append([s, e, score])
+    return greedy_nms(rows, nms_iou, num_windows)
+
+
 def to_arrays(windows: list[list[list[float]]], num_windows: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-query window lists -> `[B, K, 3]` float32 and `[B, K]` bool."""
     out = np.zeros((len(windows), num_windows, 3), np.float32)

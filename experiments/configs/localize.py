@@ -12,7 +12,19 @@ SYSTEM is one of
   jointproj_s3     rel_height=0.45;
   gmm_simple       joint-space trace, Gaussian smoothing, two-component GMM posterior runs;
   gmm_contrast     as gmm_simple on s_t - <a_t, n> (needs --neutral_feats, or GPT-2 in the
-                   --clap folder and --tokenizer_dir).
+                   --clap folder and --tokenizer_dir);
+  jointproj_dp     joint space, duration-prior window search (DESIGN 9.9; config.dp);
+  fused            background-contrast trace (as gmm_contrast); FWHM windows at several
+                   widths + GMM runs + DP windows rescored by a linear model on their features,
+                   NMS (amr_jax/localize/fused.py); fit the model on a validation split with
+                   `python -m experiments.fit_fused ... --output=PARAMS.json` and pass
+                   `--config.fused_params=PARAMS.json` (untuned defaults otherwise);
+  jointproj_llm    EXPLORATORY: a language model reads the joint-space curve (TAP prompt with
+                   the worked examples of --config.llm.examples, from
+                   experiments.llm_examples on the training split); backend
+                   `--config.llm.backend=clap_gpt2` (the GPT-2 of --clap, --tokenizer_dir) or
+                   `transformers` (`--config.llm.model_dir=LOCAL_LM`); answers that do not parse
+                   fall back to FWHM (counted). Not run by --all_systems.
 Append ",runlocal" (e.g. `localize.py:gmm_contrast,runlocal`) for a quick run: fewer EM
 initializations and iterations and no progress bars.
 
@@ -47,8 +59,10 @@ from amr_jax.data.timing import FRAME_OFFSET_S
 
 # config option -> dataset whose frame convention it selects
 DATASETS = {"castella": "castella", "clotho": "clotho_moment", "clotho_moment": "clotho_moment"}
-SYSTEMS = ("backbone_cosine", "jointproj_s1", "jointproj_s2", "jointproj_s3", "gmm_simple",
-           "gmm_contrast")
+# The six systems of the seed reports (the demo runs these); --all_systems adds dp and fused.
+SEED_SYSTEMS = ("backbone_cosine", "jointproj_s1", "jointproj_s2", "jointproj_s3", "gmm_simple",
+                "gmm_contrast")
+SYSTEMS = SEED_SYSTEMS + ("jointproj_dp", "fused")
 
 # system -> (relevance, localizer, FWHM overrides)
 _SYSTEM_TABLE = {
@@ -58,14 +72,26 @@ _SYSTEM_TABLE = {
     "jointproj_s3": ("joint", "fwhm", {"rel_height": 0.45}),
     "gmm_simple": ("joint", "gmm", {}),
     "gmm_contrast": ("contrast", "gmm", {}),
+    "jointproj_dp": ("joint", "dp", {}),
+    "fused": ("contrast", "fused", {}),
+    # Exploratory, not in SYSTEMS (--all_systems): needs a language model (DESIGN 9.10).
+    "jointproj_llm": ("joint", "llm", {}),
 }
+
+# Duration prior (DESIGN 9.9): log-normal of the window length in seconds, `(mean, std)` of
+# log(length), fitted with `duration_dp.fit_lognormal` on the cleaned windows of
+#   castella: castella_train_release.jsonl (6157 windows);
+#   clotho_moment: clotho_moment_val_release.jsonl (4918 windows; no Clotho-Moment train
+#   annotations are available offline, so val stands in: a deviation from "train").
+_LOGNORMAL = {"castella": (1.5262, 1.1318), "clotho_moment": (2.9773, 0.3142)}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     parts = [p.strip() for p in (arg or "jointproj_s1").split(",") if p.strip()]
     system, options = parts[0], set(parts[1:])
     if system not in _SYSTEM_TABLE:
-        raise ValueError(f"unknown system {system!r}; expected one of {', '.join(SYSTEMS)}")
+        raise ValueError(f"unknown system {system!r}; expected one of "
+                         f"{', '.join(_SYSTEM_TABLE)}")
     known = {"runlocal"} | set(DATASETS)
     if options - known:
         raise ValueError(f"unknown config options {sorted(options - known)} "
@@ -79,7 +105,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.system = system
     config.relevance = relevance        # "backbone" | "joint" | "contrast"
-    config.localizer = localizer        # "fwhm" | "gmm"
+    config.localizer = localizer        # "fwhm" | "gmm" | "dp" | "fused"
     config.num_windows = 10             # predictions kept per query (the scorer reads 10)
     # Frame i covers [i + o, i + 1 + o) s: 0 for CASTELLA, -0.5 for centre-cut Clotho-Moment.
     config.frame_offset_s = FRAME_OFFSET_S[dataset]
@@ -119,6 +145,41 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.gmm.peak_weight = 0.3        # score = mean(gamma) + peak_weight * max(c~)
     config.gmm.fallback_rel_height = 0.5
     config.gmm.flat_eps = 1e-6          # spread of c~ at or below which a trace is flat
+
+    # jointproj_dp (DESIGN 9.9): argmax over windows [a, a + l) of
+    # sum(z_t - tau) + lam * log p(l), exact over all starts and lengths 1..max_len.
+    config.dp = ml_collections.ConfigDict()
+    config.dp.tau = 0.5
+    config.dp.lam = 1.0
+    config.dp.log_mu, config.dp.log_sigma = _LOGNORMAL[dataset]
+    config.dp.max_len = 120
+    config.dp.iou_threshold = 0.5       # later windows overlap a chosen one by at most this
+
+    # fused (amr_jax/localize/fused.py): FWHM at several widths + GMM runs + DP windows,
+    # rescored by a linear model on their features, NMS, top K. The model comes from
+    # `fused_params` (written by experiments.fit_fused on a validation split); without it the
+    # untuned defaults below rank by peak height alone.
+    config.fused = ml_collections.ConfigDict()
+    config.fused.smooth_k = 5
+    config.fused.rel_heights = (0.3, 0.5, 0.7)
+    config.fused.min_prominence = 0.1
+    config.fused.per_source = 10        # windows taken from each source
+    config.fused.mean = (0.0,) * 8      # fused.FEATURES order
+    config.fused.scale = (1.0,) * 8
+    config.fused.weights = (1.0,) + (0.0,) * 7
+    config.fused.nms_iou = 0.5
+    config.fused_params = ""            # PARAMS.json from experiments.fit_fused
+
+    # jointproj_llm (amr_jax/localize/llm.py, exploratory): a language model reads the curve.
+    config.llm = ml_collections.ConfigDict()
+    config.llm.backend = "clap_gpt2"    # "clap_gpt2" (GPT-2 of --clap, --tokenizer_dir) |
+                                        # "transformers" (llm.model_dir, optional extra)
+    config.llm.model_dir = ""           # local causal LM folder of the transformers backend
+    config.llm.examples = ""            # EXAMPLES.jsonl (python -m experiments.llm_examples)
+    config.llm.max_new_tokens = 64
+    config.llm.batch_size = 8
+    config.llm.context = 0              # clap_gpt2 token buffer; 0 = GPT-2's n_positions
+    config.llm.max_values = 300         # curve values rendered per recording
 
     config.diagnostics = ml_collections.ConfigDict()
     config.diagnostics.seed = 0         # draws the mismatched query of each query
