@@ -35,7 +35,7 @@ def split_paths(folder: Path) -> dict[str, str]:
 def run_training_free(folders: dict[str, Path], workdir: Path) -> dict[str, dict]:
     """All six training-free systems on the test split (projected once); {system: metrics}."""
     from amr_jax.localize import pipeline
-    from experiments.configs import localize as localize_configs
+    from amr_jax.configs import localize as localize_configs
 
     clap_dir = workdir / "clap_converted"
     convert_and_save(folders["test"] / f"{CHECKPOINT_STEM}.npz", clap_dir)

@@ -138,7 +138,7 @@ class Predictor:
             self._detr, _ = restore_params(detr_workdir, state)
             self.max_frames = int(self.config.data.max_frames)
         else:
-            from experiments.configs import localize as localize_configs
+            from amr_jax.configs import localize as localize_configs
 
             self.config = config if config is not None else localize_configs.get_config(system)
             self.max_frames = int(self.config.max_frames)
