@@ -100,15 +100,17 @@ class SlotAttention(nnx.Module):
         inputs = self.norm_inputs(inputs)
         k, v = self.project_k(inputs), self.project_v(inputs)
         valid = mask.astype(inputs.dtype)[:, None, :]
-        # Unrolled: 5 short rounds; a fori_loop would need the parameters split out.
-        for _ in range(SLOT_ITERS):
+
+        def round_(_, slots):
             q = self.project_q(self.norm_slots(slots))
             dots = jnp.einsum("bqd,btd->bqt", q, k) * self.dim**-0.5
             attn = jax.nn.softmax(dots, axis=1) * valid  # competition among slots
             attn = attn / (attn.sum(axis=-1, keepdims=True) + SLOT_EPS)
             slots = slots + jnp.einsum("bqt,btd->bqd", attn, v)
-            slots = slots + self.mlp(self.norm_mlp(slots))
-        return self.norm_out(slots)
+            return slots + self.mlp(self.norm_mlp(slots))
+
+        # A loop, not unrolled: one copy of the round to compile (forward and backward).
+        return self.norm_out(jax.lax.fori_loop(0, SLOT_ITERS, round_, slots))
 
 
 class LocalConv(nnx.Module):

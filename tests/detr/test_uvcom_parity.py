@@ -65,9 +65,21 @@ def uvcom_config(**overrides):
     return c
 
 
-def build(config):
-    # Jitted: eager initialization of ~14M parameters op by op is slow on a small CPU.
-    return nnx.jit(lambda: UVCOM(config, rngs=nnx.Rngs(0)))()
+def build(config, seed=None):
+    """A UVCOM with every parameter drawn from numpy (no initializer runs: eager or jitted
+    initialization is slow on a small shared CPU); zeros when `seed` is None (to be
+    overwritten by a conversion)."""
+    graphdef, state = nnx.split(nnx.eval_shape(lambda: UVCOM(config, rngs=nnx.Rngs(0))))
+    rng = np.random.default_rng(seed)
+
+    def fill(path, leaf):
+        if seed is None:
+            return jnp.zeros(leaf.shape, leaf.dtype)
+        base = 1.0 if str(path[-1]).endswith("scale") else 0.0  # LayerNorm scales near 1
+        scale = 1.0 / np.sqrt(leaf.shape[0]) if len(leaf.shape) == 2 else 0.1
+        return jnp.asarray(base + scale * rng.normal(size=leaf.shape), leaf.dtype)
+
+    return nnx.merge(graphdef, jax.tree_util.tree_map_with_path(fill, state))
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +192,7 @@ def small_inputs(frames, tokens, audio_lens, text_lens, seed=0):
 
 @pytest.fixture(scope="module")
 def small_model():
-    return UVCOM(uvcom_config(**SMALL), rngs=nnx.Rngs(0))
+    return build(uvcom_config(**SMALL), seed=0)
 
 
 def test_padded_rows_give_the_unpadded_result(small_model):
@@ -198,44 +210,6 @@ def test_padded_rows_give_the_unpadded_result(small_model):
             for row, n in enumerate(audio_lens):
                 np.testing.assert_allclose(a[k][row, :n], b[k][row, :n], atol=1e-5, rtol=1e-5,
                                            err_msg=k)
-
-
-def test_training_gradients_finite_under_masks(small_model):
-    from amr_jax.detr.criterion import build_criterion
-    from amr_jax.detr.inputs import DetrTargets
-    from experiments.configs import qd_detr
-
-    loss_config = qd_detr.get_config("uvcom").loss
-    criterion = build_criterion(loss_config)
-    assert "sim" in criterion.weights and criterion.weights["sim"] == 0.5
-    graphdef, params, rest = nnx.split(small_model, nnx.Param, ...)
-    inputs = small_inputs(12, 6, [12, 7, 3], [6, 2, 4])
-    targets = DetrTargets(
-        spans=jnp.asarray([[[0.5, 0.5], [0, 0]], [[0.3, 0.2], [0.8, 0.1]], [[0.5, 0.6], [0, 0]]],
-                          jnp.float32),
-        span_mask=jnp.asarray([[True, False], [True, True], [True, False]]),
-        saliency_pos=jnp.asarray([[5, 6], [2, 2], [1, 1]], jnp.int32),
-        saliency_neg=jnp.asarray([[0, 11], [5, 6], [0, 2]], jnp.int32),
-        saliency_labels=jnp.asarray(np.zeros((3, 12), np.float32)))
-
-    @functools.partial(jax.jit, compiler_options=_FAST_COMPILE)
-    def grads(params, audio, text):
-        def loss_fn(p, a, t):
-            x = inputs.replace(audio=a, text=t)
-            out = nnx.merge(graphdef, p, rest)(x, deterministic=False,
-                                                rngs=nnx.Rngs(dropout=0), select_negatives=True)
-            return criterion(out, targets, x.audio_mask)
-        return jax.grad(loss_fn, argnums=(0, 1, 2), has_aux=True)(params, audio, text)
-
-    (g_params, g_audio, g_text), terms = grads(params, inputs.audio, inputs.text)
-    assert np.isfinite(float(terms["sim"])) and float(terms["sim"]) > 0
-    for leaf in jax.tree.leaves(g_params):
-        assert np.all(np.isfinite(np.asarray(leaf)))
-    g_audio = np.asarray(g_audio)
-    assert np.all(np.isfinite(g_audio)) and np.all(np.isfinite(np.asarray(g_text)))
-    assert np.all(g_audio[~np.asarray(inputs.audio_mask)] == 0)  # padding gets no gradient
-    assert np.any(np.abs(np.asarray(g_params["audio_bases"])) > 0)  # EM bases are trained
-    assert np.any(np.abs(np.asarray(g_params["sim_text"]["layers"][0]["kernel"])) > 0)
 
 
 # ------------------------------------------------------------ oracle check against lighthouse
@@ -256,7 +230,7 @@ def build_lighthouse_uvcom(src):
         args = Args(device="cpu", hidden_dim=256, dropout=0.1, nheads=8, dim_feedforward=1024,
                     enc_layers=2, dec_layers=2, pre_norm=False, position_embedding="sine",
                     max_q_l=32, input_dropout=0.5, t_feat_dim=768, v_feat_dim=2, a_feat_dim=768,
-                    aux_loss=True, num_queries=10, span_loss_type="l1", n_input_proj=2,
+                    aux_loss=True, num_queries=30, span_loss_type="l1", n_input_proj=2,
                     set_cost_span=10, set_cost_giou=1, set_cost_class=4, span_loss_coef=10,
                     giou_loss_coef=1, label_loss_coef=4, lw_saliency=1, eos_coef=0.1,
                     saliency_margin=0.2, max_v_l=75, em_iter=5, n_txt_mu=5, n_visual_mu=30,
@@ -273,8 +247,17 @@ def build_lighthouse_uvcom(src):
 @pytest.mark.skipif(not os.environ.get("LIGHTHOUSE_SRC"),
                     reason="set LIGHTHOUSE_SRC to a line/lighthouse checkout to check the oracle")
 @pytest.mark.parametrize("epoch", [None, 80])
-def test_transcription_matches_lighthouse(models, epoch):
-    ref, _, _, state = models
+def test_transcription_matches_lighthouse(epoch):
+    # lighthouse's build_CIM never passes num_queries, so its decoder's span embedding
+    # always has CIM's default 30 rows and the model only runs with 30 queries (its
+    # uvcom.yml); at the report's 10 queries it fails on `tgt + span_embed`. The oracle
+    # check therefore runs at 30 queries.
+    torch.manual_seed(0)
+    ref = TorchUVCOM(num_queries=30).eval()
+    rng = np.random.default_rng(0)
+    state = {k: (v.detach().numpy() + 0.05 * rng.normal(size=tuple(v.shape))).astype(np.float32)
+             for k, v in ref.state_dict().items()}
+    ref.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
     lighthouse = build_lighthouse_uvcom(os.environ["LIGHTHOUSE_SRC"])
     theirs = {k: tuple(v.shape) for k, v in lighthouse.state_dict().items()}
     assert theirs == {k: v.shape for k, v in state.items()}
