@@ -240,8 +240,11 @@ def build_lighthouse_uvcom(src):
         return lh.build_model(args)[0].eval()
     finally:
         sys.path.remove(src)
-        sys.modules.clear()
-        sys.modules.update(saved)
+        # Only lighthouse's own modules are dropped: its dependencies (sklearn, scipy) hold
+        # extension modules that cannot be imported twice in one process.
+        for name in [m for m in sys.modules if m.split(".")[0] == "lighthouse"]:
+            del sys.modules[name]
+        sys.modules.update({k: v for k, v in saved.items() if k.split(".")[0] == "lighthouse"})
 
 
 @pytest.mark.skipif(not os.environ.get("LIGHTHOUSE_SRC"),
