@@ -31,7 +31,7 @@ from amr_jax.data.loader import Split, load_split
 from amr_jax.data.records import is_annotated
 from amr_jax.detr.criterion import SetCriterion, build_criterion
 from amr_jax.detr.inputs import DetrInputs, DetrTargets
-from amr_jax.detr.layout import resolve_run_config
+from amr_jax.detr.layout import get_layout, resolve_run_config
 from amr_jax.detr.postprocess import build_postprocess
 from amr_jax.errors import AmrError
 from amr_jax.eval import metrics as metrics_lib
@@ -208,6 +208,7 @@ _PROGRAMS_CACHE_SIZE = 4
 def _programs_key(config, steps_per_epoch, model_factory, mesh) -> tuple:
     parts = {k: config[k].to_json() for k in ("model", "loss", "optim", "postprocess")}
     parts["neg_choose_epoch"] = config.train.neg_choose_epoch
+    parts["layout"] = config.data.layout
     return (json.dumps(parts, sort_keys=True), config.seed, config.data.clip_length,
             steps_per_epoch, model_factory, tuple(d.id for d in mesh.devices.flat))
 
@@ -240,7 +241,12 @@ def build_programs(config: ml_collections.ConfigDict, *, steps_per_epoch: int,
                    ) -> tuple[Programs, TrainState]:
     """Model, objective, optimizer and initial (replicated) state from a config."""
     validate_config(config)
-    model = model_factory(config.model, nnx.Rngs(config.seed))
+    # UVCOM splits the audio row by the layout's order: taken from data.layout here, so a
+    # workdir's config (predict, Predictor) and a resolved run config build the same model.
+    model_config = ml_collections.ConfigDict(config.model.to_dict())
+    model_config.tef_first = get_layout(config.data.layout).tef_first
+    model_config.lock()
+    model = model_factory(model_config, nnx.Rngs(config.seed))
     graphdef, params, rest = split_model(model)
     key = _programs_key(config, steps_per_epoch, model_factory, mesh)
     programs = _PROGRAMS_CACHE.get(key)

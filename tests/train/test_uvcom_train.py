@@ -76,3 +76,21 @@ def test_uvcom_runlocal_trains_through_the_trainer(tmp_path):
     assert not np.array_equal(np.asarray(init.audio_bases[...]),
                               np.asarray(out["params"]["audio_bases"]))
     assert jax.tree.structure(out["params"]) == jax.tree.structure(state.params)
+
+
+@pytest.mark.parametrize("layout,tef_first", [("dcase", False), ("lighthouse", True)])
+def test_uvcom_reads_the_endpoint_features_where_the_layout_puts_them(layout, tef_first):
+    # build_programs takes the order from data.layout, so a workdir's unresolved config
+    # (Predictor, predict_detr) builds the model the run trained.
+    config = qd_detr.get_config("uvcom")
+    config.unlock()
+    config.data.layout = layout
+    for key, value in dict(hidden_dim=32, nheads=4, dim_feedforward=64, t2v_layers=1,
+                           enc_layers=1, n_visual_mu=6).items():
+        config.model[key] = value
+    config.lock()
+    programs, state = trainer.build_programs(config, steps_per_epoch=2,
+                                             model_factory=trainer.build_qd_detr,
+                                             mesh=trainer.data_mesh())
+    model = nnx.merge(programs.graphdef, state.params, programs.rest)
+    assert model.tef_first is tef_first and programs.neg_choose_step == 160
