@@ -11,6 +11,7 @@ parameter is filled exactly once, and a missing, extra or mis-shaped entry raise
 * `in_proj`: packed `nn.MultiheadAttention.in_proj_weight` [3d, d] (rows q, k, v) ->
   `in_proj_kernel` [d, 3d] (columns q, k, v): the q/k/v blocks keep their order, so
   one transpose splits them to the same three column blocks;
+* `conv`: `nn.Conv1d.weight` [out, in, k] -> kernel [k, in, out] (UVCOM's local convolutions);
 * `prelu`: `nn.PReLU.weight` [1] -> scalar `negative_slope`;
 * `copy`: LayerNorm weight -> scale, biases, embeddings, the global token.
 
@@ -62,7 +63,7 @@ class Entry:
 
     torch_name: str
     flax_path: tuple
-    transform: str  # "linear", "in_proj", "prelu" or "copy"
+    transform: str  # "linear", "in_proj", "conv", "prelu" or "copy"
 
 
 def _linear(torch_prefix: str, flax_prefix: tuple) -> list[Entry]:
@@ -119,8 +120,79 @@ def _decoder_layer(torch_prefix: str, flax_prefix: tuple, *, query_pos_proj: boo
     return out
 
 
+def _decoder(torch_prefix: str, flax_prefix: tuple, c: ml_collections.ConfigDict) -> list[Entry]:
+    """The DAB decoder shared by QD-DETR and UVCOM: layers, norm and anchor heads."""
+    out = []
+    for i in range(c.dec_layers):
+        out += _decoder_layer(f"{torch_prefix}.layers.{i}", flax_prefix + ("layers", i),
+                              query_pos_proj=c.keep_query_pos or i == 0)
+    out += _norm(f"{torch_prefix}.norm", flax_prefix + ("norm",))
+    out += _mlp(f"{torch_prefix}.query_scale", flax_prefix + ("query_scale",), 2)
+    out += _mlp(f"{torch_prefix}.ref_point_head", flax_prefix + ("ref_point_head",), 2)
+    out += _mlp(f"{torch_prefix}.bbox_embed", flax_prefix + ("bbox_embed",), 3)
+    if c.modulate_t_attn:
+        out += _mlp(f"{torch_prefix}.ref_anchor_head", flax_prefix + ("ref_anchor_head",), 2)
+    return out
+
+
+def _conv(torch_prefix: str, flax_prefix: tuple) -> list[Entry]:
+    return [Entry(f"{torch_prefix}.weight", flax_prefix + ("kernel",), "conv"),
+            Entry(f"{torch_prefix}.bias", flax_prefix + ("bias",), "copy")]
+
+
+def uvcom_name_table(model_config: ml_collections.ConfigDict) -> list[Entry]:
+    """Every state-dict key of lighthouse's UVCOM for audio built from `model_config`.
+
+    The reference feeds the endpoint features as the "video" (`input_vid_proj`, 2 -> d)
+    and the CLAP frames as the audio (`input_audio_proj`), whatever the layout; the
+    layout only says where the endpoint features sit in this project's audio row
+    (`model.tef_first`). Its t2v, v2t and GKA stacks all have `enc_layers` layers, so
+    `model.t2v_layers` must equal `model.enc_layers`.
+    """
+    c = model_config
+    if c.t2v_layers != c.enc_layers:
+        raise ConversionError(f"the reference UVCOM uses enc_layers for every encoder stack; "
+                              f"model.t2v_layers={c.t2v_layers} != enc_layers={c.enc_layers}")
+    out = _input_projection("input_vid_proj", ("input_tef_proj",), 2)
+    out += _input_projection("input_audio_proj", ("input_audio_proj",), c.n_input_proj)
+    out += _input_projection("input_txt_proj", ("input_text_proj",), c.n_input_proj)
+    out += [Entry("txt_position_embed.position_embeddings.weight",
+                  ("text_position_embed", "position_embeddings"), "copy")]
+    out += _norm("txt_position_embed.LayerNorm", ("text_position_embed", "layer_norm"))
+    out += [Entry("global_rep_token", ("global_token",), "copy"),
+            Entry("global_rep_pos", ("global_pos",), "copy")]
+    stacks = (("t2v_encoder", "t2v_layers"), ("v2t_encoder", "v2t_layers"),
+              ("GKA_Module", "gka_layers"))
+    for torch_stack, flax_stack in stacks:
+        for i in range(c.enc_layers):
+            out += _encoder_layer(f"CIM.{torch_stack}.layers.{i}", (flax_stack, i))
+    slot = "CIM.processer_for_tgt"
+    for name in ("norm_inputs", "norm_slots", "norm_mlp", "norm_out"):
+        out += _norm(f"{slot}.{name}", ("slot_attention", name))
+    for name in ("project_q", "project_k", "project_v"):
+        out += _linear(f"{slot}.{name}", ("slot_attention", name))
+    out += _mlp(f"{slot}.mlp", ("slot_attention", "mlp"), 3)
+    out += _decoder("CIM.decoder", ("decoder",), c)
+    out += [Entry("CIM.decoder.span_embed.weight", ("decoder", "span_embed"), "copy")]
+    out += _linear("CIM.feature_proj.0", ("feature_proj",))
+    out += _norm("CIM.feature_proj.1", ("feature_norm",))
+    for i in range(3):
+        out += _conv(f"CIM.conv_local.{i}", ("conv_local", "convs", i))
+    out += [Entry("CIM.txt_mu", ("text_bases",), "copy"),
+            Entry("CIM.vid_mu", ("audio_bases",), "copy")]
+    out += _mlp("CIM.sim_vid", ("sim_audio",), 3)
+    out += _mlp("CIM.sim_txt", ("sim_text",), 3)
+    out += [Entry("query_embed.weight", ("query_embed",), "copy")]
+    out += _linear("class_embed", ("class_embed",))
+    out += _mlp("span_embed", ("span_embed",), 3)
+    out += _linear("saliency_proj1", ("saliency_proj1",))
+    out += _linear("saliency_proj2", ("saliency_proj2",))
+    return out
+
+
 def name_table(model_config: ml_collections.ConfigDict, layout: str) -> list[Entry]:
-    """Every reference state-dict key of a QD-DETR built from `model_config`.
+    """Every reference state-dict key of a QD-DETR (or, with `model.backbone = "uvcom"`,
+    lighthouse UVCOM: `uvcom_name_table`) built from `model_config`.
 
     Args:
       model_config: `config.model` (amr_jax.detr.model.default_model_config layout).
@@ -130,6 +202,8 @@ def name_table(model_config: ml_collections.ConfigDict, layout: str) -> list[Ent
     if c.activation != "prelu":
         raise ConversionError(f"the reference uses PReLU activations; model.activation is "
                               f"{c.activation!r}")
+    if c.backbone == "uvcom":
+        return uvcom_name_table(c)
     out = _input_projection(get_layout(layout).audio_proj_prefix, ("input_audio_proj",),
                             c.n_input_proj)
     out += _input_projection("input_txt_proj", ("input_text_proj",), c.n_input_proj)
@@ -142,15 +216,7 @@ def name_table(model_config: ml_collections.ConfigDict, layout: str) -> list[Ent
         out += _encoder_layer(f"transformer.t2v_encoder.layers.{i}", ("t2v_layers", i))
     for i in range(c.enc_layers):
         out += _encoder_layer(f"transformer.encoder.layers.{i}", ("encoder_layers", i))
-    for i in range(c.dec_layers):
-        out += _decoder_layer(f"transformer.decoder.layers.{i}", ("decoder", "layers", i),
-                              query_pos_proj=c.keep_query_pos or i == 0)
-    out += _norm("transformer.decoder.norm", ("decoder", "norm"))
-    out += _mlp("transformer.decoder.query_scale", ("decoder", "query_scale"), 2)
-    out += _mlp("transformer.decoder.ref_point_head", ("decoder", "ref_point_head"), 2)
-    out += _mlp("transformer.decoder.bbox_embed", ("decoder", "bbox_embed"), 3)
-    if c.modulate_t_attn:
-        out += _mlp("transformer.decoder.ref_anchor_head", ("decoder", "ref_anchor_head"), 2)
+    out += _decoder("transformer.decoder", ("decoder",), c)
     out += [Entry("query_embed.weight", ("query_embed",), "copy")]
     out += _linear("class_embed", ("class_embed",))
     out += _mlp("span_embed", ("span_embed",), 3)
@@ -162,6 +228,8 @@ def name_table(model_config: ml_collections.ConfigDict, layout: str) -> list[Ent
 def _to_flax(value: np.ndarray, transform: str) -> np.ndarray:
     if transform in ("linear", "in_proj"):
         return value.T
+    if transform == "conv":
+        return value.transpose(2, 1, 0)
     if transform == "prelu":
         return value.reshape(())
     return value
@@ -170,6 +238,8 @@ def _to_flax(value: np.ndarray, transform: str) -> np.ndarray:
 def _to_torch(value: np.ndarray, transform: str) -> np.ndarray:
     if transform in ("linear", "in_proj"):
         return value.T
+    if transform == "conv":
+        return value.transpose(2, 1, 0)
     if transform == "prelu":
         return value.reshape((1,))
     return value
@@ -219,7 +289,8 @@ def load_state_dict_into(model: nnx.Module, state_dict: Mapping[str, np.ndarray]
     extra = sorted(k for k in state_dict if k not in expected)
     if missing or extra:
         raise ConversionError(
-            f"checkpoint keys do not match the QD-DETR name table for layout {layout!r}: "
+            f"checkpoint keys do not match the {model_config.backbone} name table for layout "
+            f"{layout!r}: "
             f"missing {missing[:20]}{' ...' if len(missing) > 20 else ''}, "
             f"unexpected {extra[:20]}{' ...' if len(extra) > 20 else ''}")
     records, bad = [], []
@@ -317,6 +388,7 @@ def convert_checkpoint(checkpoint: str | os.PathLike, workdir: str | os.PathLike
     get_layout(layout)
     config = ml_collections.ConfigDict(config.to_dict())
     config.data.layout = layout
+    config.model.tef_first = get_layout(layout).tef_first  # where UVCOM finds the tef
     config.lock()
     loaded = load_torch_checkpoint(checkpoint)
     state_dict, ignored = split_checkpoint(loaded)

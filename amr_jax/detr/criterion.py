@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from amr_jax.detr import boundary, losses
+from amr_jax.detr import boundary, losses, similarity
 from amr_jax.detr.inputs import DetrTargets
 from amr_jax.detr.matcher import Matching, hungarian_match
 
@@ -159,13 +159,23 @@ def make_boundary_term(*, candidate_iou: tuple[float, float], negative_iou: tupl
     return boundary_term
 
 
+def similarity_term(outputs, targets: DetrTargets, frame_mask) -> jax.Array:
+    """UVCOM's multi-aspect contrastive similarity loss (`amr_jax.detr.similarity`)."""
+    if "sim_global" not in outputs:
+        raise KeyError("the similarity loss needs `sim_global` / `sim_clip` in the model "
+                       "outputs: set config.model.backbone = 'uvcom'")
+    return similarity.similarity_loss(outputs["sim_global"], outputs["sim_clip"],
+                                      targets.spans[:, 0], frame_mask)
+
+
 def build_criterion(config: ml_collections.ConfigDict) -> SetCriterion:
     """The QD-DETR objective from the `loss` sub-config.
 
     The reference terms (span, giou, label on every decoder layer; saliency)
     are always present. The seed-003 terms are added when their weight is
     positive (a zero weight leaves the reference objective untouched):
-    `quality` (layer term, every layer) and `boundary` (final layer only).
+    `quality` (layer term, every layer) and `boundary` (final layer only); UVCOM's
+    `sim` (final term, needs the UVCOM backbone) likewise.
     """
     weights = {"span": config.span_weight, "giou": config.giou_weight,
                "label": config.label_weight, "saliency": config.saliency_weight}
@@ -177,6 +187,9 @@ def build_criterion(config: ml_collections.ConfigDict) -> SetCriterion:
     if config.quality_weight > 0:
         weights["quality"] = config.quality_weight
         layer_terms["quality"] = quality_term
+    if config.sim_weight > 0:
+        weights["sim"] = config.sim_weight
+        final_terms["sim"] = similarity_term
     if config.boundary_weight > 0:
         weights["boundary"] = config.boundary_weight
         final_terms["boundary"] = make_boundary_term(

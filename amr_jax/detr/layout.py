@@ -120,13 +120,16 @@ def resolve_run_config(config: ml_collections.ConfigDict, splits: Sequence
                        ) -> ml_collections.ConfigDict:
     """A copy of `config` with the layout's defaults filled in for one run.
 
-    `data.max_tokens` becomes the fixed pad length over `splits` and an empty
-    `train.best_metric` the layout's metric. The workdir keeps the config as given
-    (so a later prediction resolves the pad length over its own split).
+    `data.max_tokens` becomes the fixed pad length over `splits`, an empty
+    `train.best_metric` the layout's metric and `model.tef_first` the layout's
+    order. The workdir keeps the config as given (so a later prediction resolves
+    the pad length over its own split).
     """
     layout = get_layout(config.data.layout)
     resolved = ml_collections.ConfigDict(config.to_dict())
     resolved.data.max_tokens = token_pad_length(layout, config.data.max_tokens, splits)
+    # UVCOM splits the audio row by the layout's order (QD-DETR ignores the field).
+    resolved.model.tef_first = layout.tef_first
     if not config.train.best_metric:
         resolved.train.best_metric = layout.best_metric
     resolved.lock()

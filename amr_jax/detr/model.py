@@ -84,6 +84,14 @@ def default_model_config() -> ml_collections.ConfigDict:
     # returned as `pred_quality`; built last, so it leaves the initial values
     # of every other parameter unchanged.
     c.quality_head = False
+    # --- UVCOM backbone (DESIGN 9.6; amr_jax/detr/uvcom.py); "qd_detr" ignores these. ---
+    c.backbone = "qd_detr"  # or "uvcom"
+    c.em_iter = 5           # EM attention iterations
+    c.n_txt_mu = 5          # learned text bases
+    c.n_visual_mu = 30      # learned audio bases
+    # Order of the audio row, which UVCOM splits into its endpoint and audio parts
+    # (two input projections); set from data.layout by `layout.resolve_run_config`.
+    c.tef_first = False
     return c
 
 

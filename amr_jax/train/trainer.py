@@ -31,7 +31,7 @@ from amr_jax.data.loader import Split, load_split
 from amr_jax.data.records import is_annotated
 from amr_jax.detr.criterion import SetCriterion, build_criterion
 from amr_jax.detr.inputs import DetrInputs, DetrTargets
-from amr_jax.detr.layout import resolve_run_config
+from amr_jax.detr.layout import get_layout, resolve_run_config
 from amr_jax.detr.postprocess import build_postprocess
 from amr_jax.errors import AmrError
 from amr_jax.eval import metrics as metrics_lib
@@ -53,8 +53,17 @@ class NonFiniteLossError(AmrError, FloatingPointError):
     hint = "lower the learning rate or check the batch's features; the run resumes from the last checkpoint"
 
 
+BACKBONES = ("qd_detr", "uvcom")
+
+
 def build_qd_detr(model_config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> nnx.Module:
-    """The default model factory: `amr_jax.detr.model.QDDETR`."""
+    """The default model factory: `model.backbone` "qd_detr" (`amr_jax.detr.model.QDDETR`)
+    or "uvcom" (`amr_jax.detr.uvcom.UVCOM`)."""
+    if model_config.backbone == "uvcom":
+        from amr_jax.detr.uvcom import UVCOM  # noqa: PLC0415
+        return UVCOM(model_config, rngs=rngs)
+    if model_config.backbone != "qd_detr":
+        raise ValueError(f"model.backbone={model_config.backbone!r}; expected one of {BACKBONES}")
     from amr_jax.detr.model import QDDETR  # noqa: PLC0415 (keeps this module importable alone)
     return QDDETR(model_config, rngs=rngs)
 
@@ -128,8 +137,12 @@ class Programs:
 
     def __init__(self, graphdef: nnx.GraphDef, rest: nnx.State, criterion: SetCriterion,
                  tx: optax.GradientTransformation, postprocess_config: ml_collections.ConfigDict,
-                 clip_length: float, mesh: jax.sharding.Mesh):
+                 clip_length: float, mesh: jax.sharding.Mesh, *,
+                 neg_choose_step: int | None = None):
+        """`neg_choose_step`: with a UVCOM model, the step from which its negative pairs use
+        the least similar text (`train.neg_choose_epoch` epochs); None for QD-DETR."""
         self.graphdef, self.criterion, self.tx = graphdef, criterion, tx
+        self.neg_choose_step = neg_choose_step
         self.mesh = mesh
         self.replicated = NamedSharding(mesh, PartitionSpec())
         self.sharded = NamedSharding(mesh, PartitionSpec("data"))
@@ -147,7 +160,10 @@ class Programs:
 
         def loss_fn(params):
             model = self._model(params, rest)
-            outputs = model(inputs, deterministic=False, rngs=nnx.Rngs(dropout=key))
+            extra = {}
+            if self.neg_choose_step is not None:
+                extra["select_negatives"] = state.step >= self.neg_choose_step
+            outputs = model(inputs, deterministic=False, rngs=nnx.Rngs(dropout=key), **extra)
             return self.criterion(outputs, targets, inputs.audio_mask)
 
         (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -192,6 +208,8 @@ _PROGRAMS_CACHE_SIZE = 4
 
 def _programs_key(config, steps_per_epoch, model_factory, mesh) -> tuple:
     parts = {k: config[k].to_json() for k in ("model", "loss", "optim", "postprocess")}
+    parts["neg_choose_epoch"] = config.train.neg_choose_epoch
+    parts["layout"] = config.data.layout
     return (json.dumps(parts, sort_keys=True), config.seed, config.data.clip_length,
             steps_per_epoch, model_factory, tuple(d.id for d in mesh.devices.flat))
 
@@ -210,6 +228,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if config.data.saliency_labels not in SALIENCY_LABEL_MODES:
         raise ValueError(f"data.saliency_labels={config.data.saliency_labels!r}; expected one "
                          f"of {SALIENCY_LABEL_MODES}")
+    if config.model.backbone not in BACKBONES:
+        raise ValueError(f"model.backbone={config.model.backbone!r}; expected one of {BACKBONES}")
+    if config.loss.sim_weight > 0 and config.model.backbone != "uvcom":
+        raise ValueError("loss.sim_weight > 0 needs model.backbone = 'uvcom'")
     if config.train.init_from_checkpoint not in INIT_FROM_CHECKPOINTS:
         raise ValueError(f"train.init_from_checkpoint={config.train.init_from_checkpoint!r}; "
                          f"expected one of {INIT_FROM_CHECKPOINTS}")
@@ -220,14 +242,21 @@ def build_programs(config: ml_collections.ConfigDict, *, steps_per_epoch: int,
                    ) -> tuple[Programs, TrainState]:
     """Model, objective, optimizer and initial (replicated) state from a config."""
     validate_config(config)
-    model = model_factory(config.model, nnx.Rngs(config.seed))
+    # UVCOM splits the audio row by the layout's order: taken from data.layout here, so a
+    # workdir's config (predict, Predictor) and a resolved run config build the same model.
+    model_config = ml_collections.ConfigDict(config.model.to_dict())
+    model_config.tef_first = get_layout(config.data.layout).tef_first
+    model_config.lock()
+    model = model_factory(model_config, nnx.Rngs(config.seed))
     graphdef, params, rest = split_model(model)
     key = _programs_key(config, steps_per_epoch, model_factory, mesh)
     programs = _PROGRAMS_CACHE.get(key)
     if programs is None:
         tx = make_optimizer(config.optim, steps_per_epoch)
+        neg_choose_step = (config.train.neg_choose_epoch * steps_per_epoch
+                           if config.model.backbone == "uvcom" else None)
         programs = Programs(graphdef, rest, build_criterion(config.loss), tx, config.postprocess,
-                            config.data.clip_length, mesh)
+                            config.data.clip_length, mesh, neg_choose_step=neg_choose_step)
         while len(_PROGRAMS_CACHE) >= _PROGRAMS_CACHE_SIZE:
             _PROGRAMS_CACHE.pop(next(iter(_PROGRAMS_CACHE)))
         _PROGRAMS_CACHE[key] = programs

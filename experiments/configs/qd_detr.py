@@ -63,6 +63,12 @@ each a config switch of the same model / criterion / post-processing, off by def
   :short           postprocess.short_proposals (1/2/3 s saliency-peak proposals + NMS 0.7)
   :all             every component above
 
+UVCOM backbone (DESIGN 9.6; amr_jax/detr/uvcom.py):
+
+  :uvcom           model.backbone = "uvcom" (CIM encoder: DBIA/EM attention, LRP, GKA),
+                   loss.sim_weight = 0.5 (multi-aspect similarity loss); negative pairs
+                   use the least similar text from train.neg_choose_epoch (80) on
+
 Each combines with runlocal, e.g. `--config=experiments/configs/qd_detr.py:all,runlocal`.
 Pretrain -> fine-tune: `--config.train.init_from=PRETRAIN_WORKDIR` starts from that run's
 best (else latest) weights (`--config.train.init_from_checkpoint=latest` for the latest)
@@ -125,6 +131,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.loss.boundary_eps = 0.05
     config.loss.boundary_num_factors = 12       # factors 0.1, 0.2, ..., 1.2
     config.loss.boundary_factor_step = 0.1
+    # --- seed 003: UVCOM's multi-aspect similarity loss (DESIGN 9.6) ---
+    config.loss.sim_weight = 0.0                # report: 0.5; needs model.backbone = "uvcom"
 
     config.optim = ml_collections.ConfigDict()
     config.optim.learning_rate = 1e-4
@@ -148,6 +156,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # --- pretrain -> fine-tune ---
     config.train.init_from = ""                 # workdir of a pretraining run
     config.train.init_from_checkpoint = "best"  # "best" (else latest) or "latest"
+    # UVCOM: from this epoch on, negative pairs use the least similar text of the batch.
+    config.train.neg_choose_epoch = 80
 
     config.postprocess = ml_collections.ConfigDict()
     config.postprocess.max_ts_val = 300.0
@@ -202,6 +212,11 @@ def _short(config: ml_collections.ConfigDict) -> None:
     config.postprocess.short_proposals = True
 
 
+def _uvcom(config: ml_collections.ConfigDict) -> None:
+    config.model.backbone = "uvcom"
+    config.loss.sim_weight = 0.5
+
+
 def _all(config: ml_collections.ConfigDict) -> None:
     for component in (_quality, _boundary, _dense_saliency, _short):
         component(config)
@@ -209,4 +224,4 @@ def _all(config: ml_collections.ConfigDict) -> None:
 
 # Named variants: each turns on one seed-003 component on top of QD-DETR.
 VARIANTS = {"quality": _quality, "boundary": _boundary, "dense_saliency": _dense_saliency,
-            "short": _short, "all": _all}
+            "short": _short, "all": _all, "uvcom": _uvcom}

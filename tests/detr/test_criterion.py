@@ -19,6 +19,7 @@ def _loss_config():
     c.span_weight, c.giou_weight, c.label_weight, c.saliency_weight = 10.0, 1.0, 4.0, 1.0
     c.eos_coef, c.saliency_margin, c.saliency_tau, c.saliency_num_ranks = 0.1, 0.2, 0.5, 12
     c.quality_weight, c.boundary_weight = 0.0, 0.0  # seed-003 terms off: the reference objective
+    c.sim_weight = 0.0  # UVCOM similarity loss off
     return c
 
 

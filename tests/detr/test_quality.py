@@ -85,6 +85,7 @@ def _loss_config(quality_weight):
     c.span_weight, c.giou_weight, c.label_weight, c.saliency_weight = 10.0, 1.0, 4.0, 1.0
     c.eos_coef, c.saliency_margin, c.saliency_tau, c.saliency_num_ranks = 0.1, 0.2, 0.5, 12
     c.quality_weight, c.boundary_weight = quality_weight, 0.0
+    c.sim_weight = 0.0
     return c
 
 

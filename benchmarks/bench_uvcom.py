@@ -1,0 +1,127 @@
+"""Training speed of QD-DETR vs UVCOM: ms per optimizer step at batch 32, 300 frames (CPU).
+
+  python benchmarks/bench_uvcom.py [--batch=32] [--frames=300] [--tokens=32] [--repeats=3]
+
+Rows (same random, SYNTHETIC batch, same process; median of --repeats after one warm-up):
+  - train step (jit): the trainer's full step (`trainer.build_programs`: forward with
+    dropout and the negative-pair pass, Hungarian matching of every decoder layer,
+    losses, backward, clipping, AdamW) for `qd_detr.py` (QD-DETR) and
+    `qd_detr.py:uvcom` (UVCOM backbone + similarity loss 0.5; the same compiled step
+    serves both negative regimes, the similarity-selected one being chosen by a traced
+    flag);
+  - forward (jit, train mode): the model alone, with the negative pass;
+  - compile: the first train step (XLA compilation included), seconds.
+Parameter counts are printed too.
+"""
+
+import sys
+import time
+from pathlib import Path
+
+from absl import app, flags
+
+_BATCH = flags.DEFINE_integer("batch", 32, "Queries per step.")
+_FRAMES = flags.DEFINE_integer("frames", 300, "Audio frames per query (padded length).")
+_TOKENS = flags.DEFINE_integer("tokens", 32, "Text tokens per query (padded length).")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repeats (median reported).")
+
+
+def _median_ms(fn, repeats):
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1e3 * sorted(times)[len(times) // 2]
+
+
+def _batch(config, b, t, l):
+    import numpy as np
+
+    from amr_jax.detr.inputs import DetrInputs, DetrTargets
+
+    rng = np.random.default_rng(0)
+    ctx = rng.integers(t // 2, t + 1, size=b)
+    ctx[0] = t
+    audio_mask = np.arange(t)[None] < ctx[:, None]
+    text_mask = np.arange(l)[None] < rng.integers(4, l + 1, size=b)[:, None]
+    inputs = DetrInputs(
+        audio=(rng.normal(size=(b, t, 770)) * audio_mask[..., None]).astype(np.float32),
+        audio_mask=audio_mask, text=rng.normal(size=(b, l, 768)).astype(np.float32),
+        text_mask=text_mask)
+    w = config.data.max_windows
+    span_mask = np.arange(w)[None] < rng.integers(1, w + 1, size=b)[:, None]
+    spans = np.stack([rng.uniform(0.1, 0.9, (b, w)), rng.uniform(0.01, 0.2, (b, w))], -1)
+    labels = np.zeros((b, t), np.float32)
+    labels[:, 10:20] = 1
+    targets = DetrTargets(
+        spans=np.where(span_mask[..., None], spans, 0).astype(np.float32), span_mask=span_mask,
+        saliency_pos=np.tile([[11, 15]], (b, 1)).astype(np.int32),
+        saliency_neg=np.tile([[2, 40]], (b, 1)).astype(np.int32), saliency_labels=labels)
+    return inputs, targets
+
+
+def _measure(arg, b, t, l, repeats):
+    import jax
+    from flax import nnx
+
+    from amr_jax.detr import model as qd
+    from amr_jax.train import trainer
+    from experiments.configs import qd_detr
+
+    config = qd_detr.get_config(arg)
+    inputs, targets = _batch(config, b, t, l)
+    mesh = trainer.data_mesh()
+    programs, state = trainer.build_programs(config, steps_per_epoch=100,
+                                             model_factory=trainer.build_qd_detr, mesh=mesh)
+    key = jax.random.PRNGKey(0)
+    dev_inputs, dev_targets = programs.shard(inputs), programs.shard(targets)
+    holder = {"state": state}
+
+    def step():
+        holder["state"], m = programs.train_step(holder["state"], programs.rest, dev_inputs,
+                                                 dev_targets, key)
+        jax.block_until_ready(m["loss"])
+
+    t0 = time.perf_counter()
+    step()
+    compile_s = time.perf_counter() - t0
+    train_ms = _median_ms(step, repeats)
+    params = holder["state"].params
+
+    @jax.jit
+    def forward(params, inputs):
+        model = nnx.merge(programs.graphdef, params, programs.rest)
+        return model(inputs, deterministic=False, rngs=nnx.Rngs(dropout=key))
+
+    fwd_ms = _median_ms(lambda: jax.block_until_ready(forward(params, dev_inputs)), repeats)
+    n_params = sum(x.size for x in jax.tree.leaves(params))
+    del qd
+    return {"train_ms": train_ms, "forward_ms": fwd_ms, "compile_s": compile_s,
+            "params": n_params}
+
+
+def main(argv):
+    del argv
+    import jax
+
+    b, t, l = _BATCH.value, _FRAMES.value, _TOKENS.value
+    rows = {}
+    for name, arg in (("QD-DETR", ""), ("UVCOM", "uvcom")):
+        rows[name] = _measure(arg, b, t, l, _REPEATS.value)
+        print(f"measured {name}: {rows[name]}", file=sys.stderr, flush=True)
+    print(f"\nSYNTHETIC batch {b} x {t} frames x {l} tokens, {jax.device_count()} "
+          f"{jax.devices()[0].platform} device(s), median of {_REPEATS.value}\n")
+    print(f"{'model':<10} {'params':>12} {'train step ms':>14} {'forward ms':>11} "
+          f"{'compile s':>10}")
+    for name, r in rows.items():
+        print(f"{name:<10} {r['params']:>12,} {r['train_ms']:>14.0f} {r['forward_ms']:>11.0f} "
+              f"{r['compile_s']:>10.1f}")
+    ratio = rows["UVCOM"]["train_ms"] / rows["QD-DETR"]["train_ms"]
+    print(f"\nUVCOM / QD-DETR train step: {ratio:.2f}x")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    app.run(main)
