@@ -50,7 +50,7 @@ def run_qd_detr(folders: dict[str, Path], workdir: Path, *, num_epochs: int) -> 
     """Trains QD-DETR (`:runlocal` config, `num_epochs`) and scores the test split."""
     from amr_jax.train.predict import predict_to_file
     from amr_jax.train.trainer import train_and_evaluate
-    from experiments.configs import qd_detr
+    from amr_jax.configs import qd_detr
 
     config = qd_detr.get_config("runlocal")
     with config.unlocked():

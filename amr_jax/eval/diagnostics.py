@@ -17,11 +17,9 @@ Frame `i` covers `[i + o, i + 1 + o)` s (`o` = the config's `frame_offset_s`: 0 
 from __future__ import annotations
 
 import functools
-import io
 import json
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -29,7 +27,6 @@ import ml_collections
 import numpy as np
 
 from amr_jax.data.records import QueryRecord
-from amr_jax.errors import UsageError
 
 
 def mismatched_partners(num_queries: int, seed: int) -> np.ndarray:
@@ -133,85 +130,6 @@ def format_diagnostics(result: dict) -> str:
     if detr:
         lines.append(f"DETR: {result['detr_workdir']}")
     return "\n".join(lines)
-
-
-def plot_queries(records: Sequence[QueryRecord], result, qids: Sequence[str],
-                 folder: str | os.PathLike, *, title: str) -> list[Path]:
-    """Writes `<folder>/<qid>.png`: raw and smoothed curves, GT (green), predictions (orange).
-
-    Args:
-      records: the split's queries (aligned with `result`).
-      result: a `pipeline.LocalizeResult`.
-      qids: the queries to draw; unknown qids raise naming them.
-      folder: output folder (created).
-      title: figure title prefix (the system).
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from amr_jax.io_utils import atomic_write_bytes
-
-    from matplotlib.patches import Patch
-
-    index = {str(r.qid): i for i, r in enumerate(records)}
-    unknown = [q for q in qids if str(q) not in index]
-    if unknown:
-        raise UsageError(f"--plot_qids: qids not in the split: {unknown}",
-                         hint="pass qids exactly as written in the annotation file")
-    folder = Path(folder)
-    written = []
-    for qid in qids:
-        i = index[str(qid)]
-        r = records[i]
-        n = int(result.mask[i].sum())
-        t = np.arange(n) + 0.5 + result.frame_offset_s  # frame centres (seconds)
-        fig, ax = plt.subplots(figsize=(10, 3.6))
-        raw = np.asarray(result.curves[i, :n])
-        ax.plot(t, raw, lw=0.8, color="0.55", label="relevance (raw)")
-        ax.set_ylabel("relevance (raw)", color="0.35")
-        # Leave the bottom fifth of the axes to the prediction bars.
-        low, high = (float(raw.min()), float(raw.max())) if n else (0.0, 1.0)
-        ax.set_ylim(low - 0.3 * (high - low + 1e-9), high + 0.05 * (high - low + 1e-9))
-        # The localizer's curve is on another scale (standardized / contrast): min-max
-        # normalize it so it is visible beside the posterior, on its own axis.
-        curve = np.asarray(result.details.curve)[i, :n]
-        spread = float(curve.max(initial=0.0) - curve.min(initial=0.0))
-        normalized = (curve - curve.min(initial=0.0)) / spread if spread > 0 else curve * 0.0
-        ax2 = ax.twinx()
-        ax2.plot(t, normalized, lw=1.4, color="tab:blue", label="localizer curve (smoothed, min-max)")
-        posterior = getattr(result.details, "posterior", None)
-        if posterior is not None:
-            ax2.plot(t, np.asarray(posterior)[i, :n], lw=1.0, color="tab:purple", ls="--",
-                     label="GMM posterior")
-        ax2.set_ylim(-0.3, 1.05)
-        ax2.set_yticks([0.0, 0.25, 0.5, 0.75, 1.0])
-        ax2.set_ylabel("min-max curve / posterior", color="tab:blue")
-        for st, en in (r.raw_windows if r.raw_windows is not None else []):
-            ax.axvspan(st, en, color="tab:green", alpha=0.25)
-        predicted = result.windows[i][result.valid[i]]
-        for k, (st, en, _) in enumerate(predicted):
-            ax.axvspan(st, en, ymin=0.0, ymax=0.08 if k else 0.16, color="tab:orange",
-                       alpha=0.9 if k == 0 else 0.5)
-        ax.set_xlim(0, max(n, 1))
-        ax.set_xlabel("time (s)")
-        ax.set_title(f"{title}  qid={r.qid}: {r.query}", fontsize=9)
-        handles = [*ax.get_lines(), *ax2.get_lines(),
-                   Patch(color="tab:green", alpha=0.25, label="ground truth"),
-                   Patch(color="tab:orange", alpha=0.9, label="prediction 1 (tall bar)"),
-                   Patch(color="tab:orange", alpha=0.5, label=f"predictions 2-{len(predicted)}")]
-        # Below the axes, never over the curves.
-        fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=7,
-                   frameon=False)
-        fig.tight_layout(rect=(0, 0.08, 1, 1))
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110)
-        plt.close(fig)
-        path = folder / f"{qid}.png"
-        atomic_write_bytes(path, buf.getvalue())
-        written.append(path)
-    return written
 
 
 def run_diagnostics(config: ml_collections.ConfigDict, *, annotations: str | os.PathLike,

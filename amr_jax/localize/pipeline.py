@@ -476,11 +476,11 @@ def run_localization(config: ml_collections.ConfigDict, *, annotations: str | os
 
     plots = []
     if plot_qids:
-        from amr_jax.eval import diagnostics  # matplotlib only when figures are asked for
+        from amr_jax.eval import plots as plots_lib  # matplotlib only when figures are asked for
 
         folder = Path(plot_dir) if plot_dir else Path(output).with_name(Path(output).stem + "_plots")
-        plots = diagnostics.plot_queries(split.records, result, plot_qids, folder,
-                                         title=config.system)
+        plots = plots_lib.plot_queries(split.records, result, plot_qids, folder,
+                                       title=config.system)
 
     metrics = None
     if is_annotated(split.records):

@@ -105,8 +105,9 @@ def _fill_missing_defaults(config: ml_collections.ConfigDict, path: Path) -> Non
     Every switch added since (seed-003 components, data sources) defaults to "off", so an
     older run is read as what it was trained with.
     """
-    # The config file is the one home of the defaults (imported here, not at module level).
-    from experiments.configs import qd_detr
+    # amr_jax/configs/qd_detr.py is the one home of the defaults (imported late: it imports
+    # the model config).
+    from amr_jax.configs import qd_detr
 
     added = []
 
