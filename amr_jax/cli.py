@@ -118,8 +118,13 @@ def describe_unknown_config_key(argv: list[str]) -> str | None:
                     flag, argv)) if p.rsplit(".", 1)[-1] == part]
                 if close:
                     hint = f"did you mean --{where}.{close}?"
-                elif elsewhere:
+                elif len(elsewhere) == 1:
                     hint = f"did you mean --{flag}.{elsewhere[0]}?"
+                elif elsewhere:
+                    # Several sub-configs hold the key (fwhm and fused both smooth): name them all
+                    # rather than guess which system the user meant.
+                    options = ", ".join(f"--{flag}.{p}" for p in elsewhere)
+                    hint = f"did you mean one of {options}?"
                 else:
                     hint = f"the keys of {where} are: {', '.join(sorted(keys))}"
                 return f"unknown config key '{flag}.{path}' ('{part}' is not a key of {where}); {hint}"

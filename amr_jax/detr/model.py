@@ -95,6 +95,23 @@ def default_model_config() -> ml_collections.ConfigDict:
     return c
 
 
+def check_inputs(inputs, *, audio_dim: int, text_dim: int, deterministic: bool, rngs,
+                 model: str) -> None:
+    """Raises ValueError naming the widths / shapes when `inputs` do not fit the model."""
+    if not deterministic and rngs is None:
+        raise ValueError(f"{model} needs `rngs` (dropout) when deterministic=False")
+    audio_in, text_in = inputs.audio, inputs.text
+    if audio_in.shape[-1] != audio_dim or text_in.shape[-1] != text_dim:
+        raise ValueError(
+            f"{model} expects audio width {audio_dim} and text width {text_dim}, "
+            f"got audio {audio_in.shape} and text {text_in.shape}")
+    audio_mask_shape, text_mask_shape = inputs.audio_mask.shape, inputs.text_mask.shape
+    if audio_mask_shape != audio_in.shape[:2] or text_mask_shape != text_in.shape[:2]:
+        raise ValueError(
+            f"masks must be [B, T] and [B, L]: audio {audio_in.shape} with audio_mask "
+            f"{audio_mask_shape}, text {text_in.shape} with text_mask {text_mask_shape}")
+
+
 def inverse_sigmoid(x: jax.Array, eps: float = INVERSE_SIGMOID_EPS) -> jax.Array:
     """`log(x / (1 - x))` with both terms clamped at `eps` (x first clipped to [0, 1])."""
     x = jnp.clip(x, 0.0, 1.0)
@@ -598,20 +615,9 @@ class QDDETR(nnx.Module):
         """
         if negatives is None:
             negatives = not deterministic
-        if not deterministic and rngs is None:
-            raise ValueError("QDDETR needs `rngs` (dropout) when deterministic=False")
+        check_inputs(inputs, audio_dim=self.audio_dim, text_dim=self.text_dim,
+                     deterministic=deterministic, rngs=rngs, model="QDDETR")
         audio_in, text_in = inputs.audio, inputs.text
-        if audio_in.shape[-1] != self.audio_dim or text_in.shape[-1] != self.text_dim:
-            raise ValueError(
-                f"QDDETR expects audio width {self.audio_dim} and text width {self.text_dim}, "
-                f"got audio {audio_in.shape} and text {text_in.shape}"
-            )
-        audio_mask_shape, text_mask_shape = inputs.audio_mask.shape, inputs.text_mask.shape
-        if audio_mask_shape != audio_in.shape[:2] or text_mask_shape != text_in.shape[:2]:
-            raise ValueError(
-                f"masks must be [B, T] and [B, L]: audio {audio_in.shape} with audio_mask "
-                f"{audio_mask_shape}, text {text_in.shape} with text_mask {text_mask_shape}"
-            )
         audio_mask = inputs.audio_mask.astype(bool)
         text_mask = inputs.text_mask.astype(bool)
         kw = dict(deterministic=deterministic, rngs=rngs)

@@ -59,6 +59,7 @@ from amr_jax.detr.model import (
     EncoderLayer,
     TextPositionEncoding,
     TextToAudioLayer,
+    check_inputs,
     _tie_initial_vectors,
     inverse_sigmoid,
 )
@@ -316,18 +317,9 @@ class UVCOM(nnx.Module):
         """
         if negatives is None:
             negatives = not deterministic
-        if not deterministic and rngs is None:
-            raise ValueError("UVCOM needs `rngs` (dropout) when deterministic=False")
+        check_inputs(inputs, audio_dim=self.audio_dim, text_dim=self.text_dim,
+                     deterministic=deterministic, rngs=rngs, model="UVCOM")
         audio_in, text_in = inputs.audio, inputs.text
-        if audio_in.shape[-1] != self.audio_dim or text_in.shape[-1] != self.text_dim:
-            raise ValueError(
-                f"UVCOM expects audio width {self.audio_dim} and text width {self.text_dim}, "
-                f"got audio {audio_in.shape} and text {text_in.shape}")
-        if inputs.audio_mask.shape != audio_in.shape[:2] or inputs.text_mask.shape != text_in.shape[:2]:
-            raise ValueError(
-                f"masks must be [B, T] and [B, L]: audio {audio_in.shape} with audio_mask "
-                f"{inputs.audio_mask.shape}, text {text_in.shape} with text_mask "
-                f"{inputs.text_mask.shape}")
         audio_mask = inputs.audio_mask.astype(bool)
         text_mask = inputs.text_mask.astype(bool)
         kw = dict(deterministic=deterministic, rngs=rngs)
