@@ -44,6 +44,32 @@ _REFERENCE_ROWS = flags.DEFINE_bool("reference_rows", True,
 _FULL_STEPS = flags.DEFINE_bool("full_steps", True,
                                 "In the component tables, also time full train / predict steps.")
 
+_TORCH_STEP = flags.DEFINE_bool("torch_step", True,
+                                "Time the whole step of the torch transcription too "
+                                "(benchmarks/torch_train_step.py).")
+
+
+def _torch_device():
+    import torch
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _torch_train_step_ms(inputs, targets, config):
+    """ms per step of the reference-style torch step on the same batch (same model sizes)."""
+    import torch
+    from torch_qd_detr import TorchQDDETR
+    from torch_train_step import TorchTrainStep
+
+    torch.manual_seed(0)
+    m = config.model
+    model = TorchQDDETR(d=m.hidden_dim, nhead=m.nheads, dim_ff=m.dim_feedforward,
+                        t2v_layers=m.t2v_layers, enc_layers=m.enc_layers,
+                        dec_layers=m.dec_layers, num_queries=m.num_queries,
+                        max_q_l=m.max_q_l, dropout=m.dropout,
+                        input_dropout=m.input_dropout)
+    step = TorchTrainStep(model, inputs, targets, device=_torch_device())
+    return _median_ms(step, _REPEATS.value)
+
 
 def _median_ms(fn, repeats):
     fn()
@@ -121,6 +147,7 @@ def main(argv):
         _REPEATS.value)
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "detr"))
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
     import torch
     from torch_reference import torch_layer_losses, torch_saliency
 
@@ -136,6 +163,7 @@ def main(argv):
                        torch.tensor(targets.saliency_neg).long(), tau=0.5, num_ranks=12, margin=0.2)
 
     ref_ms = _median_ms(torch_criterion, _REPEATS.value)
+    torch_step_ms = _torch_train_step_ms(inputs, targets, config) if _TORCH_STEP.value else None
 
     dev = jax.devices()[0]
     print(f"QD-DETR training speed, batch {b}, {t} frames, {l} tokens, {mesh.size} x "
@@ -145,8 +173,12 @@ def main(argv):
     for name, ms in [("train step (jit), ours", train_ms),
                      ("forward, train mode (jit), ours", fwd_ms),
                      ("criterion: matching + losses (jit), ours", crit_ms),
-                     ("criterion, scipy + torch (reference style)", ref_ms)]:
-        print(f"{name:<44} {ms:>10.1f}")
+                     ("criterion, scipy + torch (reference style)", ref_ms),
+                     (f"train step, torch transcription ({_torch_device()})", torch_step_ms)]:
+        if ms is not None:
+            print(f"{name:<44} {ms:>10.1f}")
+    if torch_step_ms is not None:
+        print(f"{'torch step / our step':<44} {torch_step_ms / train_ms:>10.2f}x")
     print(f"{'train step compile (s)':<44} {compile_s:>10.1f}")
     if _COMPONENTS.value:
         _component_tables(inputs, targets, mesh, repeats=_REPEATS.value)
