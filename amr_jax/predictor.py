@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from amr_jax.compiled import CompiledCache
 from amr_jax.data import features as features_lib
 from amr_jax.data.loader import Split
 from amr_jax.data.records import QueryRecord
@@ -144,6 +145,7 @@ class Predictor:
             self.max_frames = int(self.config.max_frames)
         self.hop_frames = hop_frames or max(1, self.max_frames // 2)
         self._embedded_cache = None
+        self._compiled = CompiledCache(max_entries=8)  # queries of recurring shapes reuse kernels
         self._audio_encoder = None
 
     def _wav_features(self, path: Path) -> tuple[np.ndarray, float]:
@@ -189,7 +191,7 @@ class Predictor:
         embedded = pipeline.embed_split(self.config, arrays, clap_dir=self.clap_dir,
                                         neutral_feats=self.neutral_feats,
                                         tokenizer_dir=self.tokenizer_dir, query_route=query_route)
-        result = pipeline.localize_split(self.config, arrays, embedded)
+        result = pipeline.localize_split(self.config, arrays, embedded, cache=self._compiled)
         return result.windows, result.valid, result.curves, result.mask
 
     def _predict_detr(self, split: Split):

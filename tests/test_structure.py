@@ -63,3 +63,27 @@ def test_no_module_level_import_cycles():
         if name not in state:
             visit(name, [name])
     assert not cycles, cycles
+
+
+def _empty_container(node: ast.expr | None) -> bool:
+    """`{}`, `[]`, `set()`, `dict()`, `list()`, `OrderedDict()`, `collections.OrderedDict()`."""
+    if isinstance(node, (ast.Dict, ast.List, ast.Set)):
+        return not (getattr(node, "keys", None) or getattr(node, "elts", None))
+    if isinstance(node, ast.Call) and not node.args and not node.keywords:
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+        return name in {"dict", "list", "set", "OrderedDict", "defaultdict", "WeakValueDictionary",
+                        "CompiledCache"}
+    return False
+
+
+def test_no_module_level_caches_or_registries():
+    # A container that starts empty at import is filled at run time: state shared by every
+    # caller in the process (compiled programs must live in a `CompiledCache` the caller owns).
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.parse(path.read_text(), filename=str(path)).body:
+            value = node.value if isinstance(node, (ast.Assign, ast.AnnAssign)) else None
+            if _empty_container(value):
+                offenders.append(f"{_module_name(path)}:{node.lineno}")
+    assert not offenders

@@ -20,6 +20,7 @@ Outputs: `ablation.json` (per row: mean, std, ci95, per-run figures, pretraining
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -140,9 +141,14 @@ def run_ablation(rows: Sequence[AblationRow], *, data_root: str | os.PathLike,
       {row name: summary (`seeds.summarize_runs`) + "seeds", "pretrain_runs", "description"}.
     """
     if train_fn is None or predict_fn is None:
+        from amr_jax.compiled import CompiledCache  # noqa: PLC0415
         from amr_jax.train import predict, trainer  # noqa: PLC0415 (heavy: model + jax)
-        train_fn = train_fn or trainer.train_and_evaluate
-        predict_fn = predict_fn or predict.predict_to_file
+
+        # Rows and stages of one model shape (pretraining, fine-tuning, every seed) compile
+        # their programs once: the cache is this run's.
+        cache = CompiledCache(max_entries=4)
+        train_fn = train_fn or functools.partial(trainer.train_and_evaluate, cache=cache)
+        predict_fn = predict_fn or functools.partial(predict.predict_to_file, cache=cache)
     workdir = Path(workdir)
     ft_train, ft_val, ft_test = (split_folder(data_root, finetune_data, s)
                                  for s in ("train", "val", "test"))

@@ -8,6 +8,7 @@ import jax
 import ml_collections
 from absl import logging
 
+from amr_jax.compiled import CompiledCache
 from amr_jax.data.records import is_annotated
 from amr_jax.detr.layout import resolve_run_config
 from amr_jax.eval.predictions import read_predictions, write_predictions
@@ -30,7 +31,8 @@ def reference_config(config: ml_collections.ConfigDict) -> ml_collections.Config
 
 
 def predict_split(workdir: str | os.PathLike, split, *, reproduce_reference: bool = False,
-                  model_factory: trainer.ModelFactory = trainer.build_qd_detr):
+                  model_factory: trainer.ModelFactory = trainer.build_qd_detr,
+                  cache: CompiledCache | None = None):
     """Windows [N, K, 3] and valid [N, K] of every query of a loaded split.
 
     Args:
@@ -42,6 +44,7 @@ def predict_split(workdir: str | os.PathLike, split, *, reproduce_reference: boo
         partial, no padding rows, one device. Off (default): per-row masking, so
         each query's prediction is independent of the batching.
       model_factory: the model builder.
+      cache: compiled programs owned by the caller (`trainer.build_programs`).
     """
     config = trainer.load_config(workdir)
     if reproduce_reference:
@@ -51,7 +54,7 @@ def predict_split(workdir: str | os.PathLike, split, *, reproduce_reference: boo
         mesh = trainer.data_mesh()
     config = resolve_run_config(config, [split])
     programs, state = trainer.build_programs(config, steps_per_epoch=1,
-                                             model_factory=model_factory, mesh=mesh)
+                                             model_factory=model_factory, mesh=mesh, cache=cache)
     params, where = restore_params(workdir, state)
     logging.info("predicting %d queries with the %s of %s (layout %s, text padded to %d tokens%s)",
                  len(split.records), where, workdir, config.data.layout, config.data.max_tokens,
@@ -64,20 +67,21 @@ def predict_split(workdir: str | os.PathLike, split, *, reproduce_reference: boo
 def predict_to_file(workdir: str | os.PathLike, annotations: str | os.PathLike,
                     audio_feats: str | os.PathLike, text_feats: str | os.PathLike,
                     output: str | os.PathLike, *, reproduce_reference: bool = False,
-                    model_factory: trainer.ModelFactory = trainer.build_qd_detr) -> dict | None:
+                    model_factory: trainer.ModelFactory = trainer.build_qd_detr,
+                    cache: CompiledCache | None = None) -> dict | None:
     """Predicts every query of a split with the workdir's best (else latest) parameters.
 
     Writes `output` (one line per query, up to `postprocess.top_k` windows
     [start_s, end_s, score] best first). When the annotations carry windows,
     prints the metrics report and, as the last stdout line, the JSON of the
     five headline figures (like `experiments.evaluate`), and returns the metrics.
-    `reproduce_reference`: see `predict_split`.
+    `reproduce_reference`, `cache`: see `predict_split`.
     """
     config = trainer.load_config(workdir)
     split = trainer.load_data_split(str(annotations), str(audio_feats), str(text_feats),
                                     num_workers=config.data.num_workers)
     windows, valid = predict_split(workdir, split, reproduce_reference=reproduce_reference,
-                                   model_factory=model_factory)
+                                   model_factory=model_factory, cache=cache)
     write_predictions(output, split.records, windows, valid)
     logging.info("wrote %s", output)
     if not is_annotated(split.records):

@@ -26,6 +26,7 @@ from absl import logging
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
+from amr_jax.compiled import CompiledCache
 from amr_jax.data import sources
 from amr_jax.data.loader import Split, load_split
 from amr_jax.data.records import is_annotated
@@ -201,12 +202,6 @@ class Programs:
         return np.concatenate(windows), np.concatenate(valid)
 
 
-# Compiled programs of recent configurations: a second run with the same model,
-# objective, optimizer and mesh in one process (a resumed run, a test) reuses them.
-_PROGRAMS_CACHE: dict[tuple, Programs] = {}
-_PROGRAMS_CACHE_SIZE = 4
-
-
 def _programs_key(config, steps_per_epoch, model_factory, mesh) -> tuple:
     parts = {k: config[k].to_json() for k in ("model", "loss", "optim", "postprocess")}
     parts["neg_choose_epoch"] = config.train.neg_choose_epoch
@@ -239,9 +234,14 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 
 def build_programs(config: ml_collections.ConfigDict, *, steps_per_epoch: int,
-                   model_factory: ModelFactory, mesh: jax.sharding.Mesh
-                   ) -> tuple[Programs, TrainState]:
-    """Model, objective, optimizer and initial (replicated) state from a config."""
+                   model_factory: ModelFactory, mesh: jax.sharding.Mesh,
+                   cache: CompiledCache | None = None) -> tuple[Programs, TrainState]:
+    """Model, objective, optimizer and initial (replicated) state from a config.
+
+    `cache`: owned by the caller; a later call with the same model, objective, optimizer and
+    mesh that passes the same cache (a pretrain -> fine-tune sequence, a resumed run in one
+    process) reuses the compiled programs. None builds them for this call alone.
+    """
     validate_config(config)
     # UVCOM splits the audio row by the layout's order: taken from data.layout here, so a
     # workdir's config (predict, Predictor) and a resolved run config build the same model.
@@ -250,17 +250,17 @@ def build_programs(config: ml_collections.ConfigDict, *, steps_per_epoch: int,
     model_config.lock()
     model = model_factory(model_config, nnx.Rngs(config.seed))
     graphdef, params, rest = split_model(model)
-    key = _programs_key(config, steps_per_epoch, model_factory, mesh)
-    programs = _PROGRAMS_CACHE.get(key)
-    if programs is None:
+
+    def build() -> Programs:
         tx = make_optimizer(config.optim, steps_per_epoch)
         neg_choose_step = (config.train.neg_choose_epoch * steps_per_epoch
                            if config.model.backbone == "uvcom" else None)
-        programs = Programs(graphdef, rest, build_criterion(config.loss), tx, config.postprocess,
-                            config.data.clip_length, mesh, neg_choose_step=neg_choose_step)
-        while len(_PROGRAMS_CACHE) >= _PROGRAMS_CACHE_SIZE:
-            _PROGRAMS_CACHE.pop(next(iter(_PROGRAMS_CACHE)))
-        _PROGRAMS_CACHE[key] = programs
+        return Programs(graphdef, rest, build_criterion(config.loss), tx, config.postprocess,
+                        config.data.clip_length, mesh, neg_choose_step=neg_choose_step)
+
+    cache = CompiledCache() if cache is None else cache
+    programs, _ = cache.get_or_build(_programs_key(config, steps_per_epoch, model_factory, mesh),
+                                     build)
     state = jax.device_put(init_state(params, programs.tx), programs.replicated)
     return programs, state
 
@@ -394,7 +394,8 @@ def _fmt_duration(seconds: float | None) -> str:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
                        model_factory: ModelFactory = build_qd_detr,
-                       stop_after_steps: int | None = None, devices=None) -> dict:
+                       stop_after_steps: int | None = None, devices=None,
+                       cache: CompiledCache | None = None) -> dict:
     """Trains (resuming from `workdir`), evaluates every epoch, keeps the best epoch.
 
     Args:
@@ -405,6 +406,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
       stop_after_steps: stop (after checkpointing) once the global step reaches
         this value, as a preemption would; None trains to the end.
       devices: devices of the data mesh (default: all local devices).
+      cache: compiled programs owned by the caller (see `build_programs`).
 
     Returns:
       {"step", "params" (host numpy tree), "best" (best.json record or None),
@@ -437,7 +439,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     spe = pipeline.steps_per_epoch(len(train_queries), batch_size)
     total_steps = spe * config.train.num_epochs
     programs, state = build_programs(config, steps_per_epoch=spe, model_factory=model_factory,
-                                     mesh=mesh)
+                                     mesh=mesh, cache=cache)
     logging.info("model: %s parameters; %d devices; %d steps/epoch, %d epochs",
                  f"{count_params(state.params):,}", mesh.size, spe, config.train.num_epochs)
 
