@@ -184,14 +184,16 @@ class Predictor:
                      annotations=Path("<Predictor>"))
 
     def _localize(self, split: Split, query_route: str):
-        from amr_jax.localize import pipeline
+        from amr_jax.localize import arrays as localize_arrays
+        from amr_jax.localize import embedding
+        from amr_jax.localize import program
 
-        arrays = pipeline.split_arrays(split, max_frames=self.config.max_frames,
+        arrays = localize_arrays.split_arrays(split, max_frames=self.config.max_frames,
                                        frame_bucket=self.config.frame_bucket)
-        embedded = pipeline.embed_split(self.config, arrays, clap_dir=self.clap_dir,
+        embedded = embedding.embed_split(self.config, arrays, clap_dir=self.clap_dir,
                                         neutral_feats=self.neutral_feats,
                                         tokenizer_dir=self.tokenizer_dir, query_route=query_route)
-        result = pipeline.localize_split(self.config, arrays, embedded, cache=self._compiled)
+        result = program.localize_split(self.config, arrays, embedded, cache=self._compiled)
         return result.windows, result.valid, result.curves, result.mask
 
     def _predict_detr(self, split: Split):

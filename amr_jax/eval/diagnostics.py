@@ -159,6 +159,9 @@ def run_diagnostics(config: ml_collections.ConfigDict, *, annotations: str | os.
     from amr_jax.data.loader import load_split
     from amr_jax.data.records import is_annotated
     from amr_jax.io_utils import atomic_write_text
+    from amr_jax.localize import arrays as localize_arrays
+    from amr_jax.localize import embedding
+    from amr_jax.localize import program
     from amr_jax.localize import pipeline
 
     if config.localizer != "gmm":
@@ -168,7 +171,7 @@ def run_diagnostics(config: ml_collections.ConfigDict, *, annotations: str | os.
     if not is_annotated(split.records):
         raise ValueError(f"{annotations}: diagnostics need ground-truth windows")
     pipeline.check_timing(split, config.frame_offset_s)
-    arrays = pipeline.split_arrays(split, max_frames=config.max_frames,
+    arrays = localize_arrays.split_arrays(split, max_frames=config.max_frames,
                                    frame_bucket=config.frame_bucket)
     partners = mismatched_partners(len(split.records), config.diagnostics.seed)
     mism_slots = np.where(arrays.slot_query >= 0, partners[np.maximum(arrays.slot_query, 0)], -1)
@@ -185,13 +188,13 @@ def run_diagnostics(config: ml_collections.ConfigDict, *, annotations: str | os.
     result = {"gmm_system": config.system}
     # The GMM system's embedding (joint space, plus the neutral direction for contrast) also
     # serves the joint-space diagnostics: each recording is projected once.
-    embedded = pipeline.embed_split(config, arrays, clap_dir=clap_dir, neutral_feats=neutral_feats,
+    embedded = embedding.embed_split(config, arrays, clap_dir=clap_dir, neutral_feats=neutral_feats,
                                     tokenizer_dir=tokenizer_dir, query_route=query_route)
     backbone_config = ml_collections.ConfigDict(config.to_dict())
     backbone_config.relevance = "backbone"
-    backbone = pipeline.embed_split(backbone_config, arrays, clap_dir=None, neutral_feats=None)
+    backbone = embedding.embed_split(backbone_config, arrays, clap_dir=None, neutral_feats=None)
     for space, emb in (("backbone", backbone), ("joint", embedded)):
-        curves = jax.jit(functools.partial(pipeline.relevance_curves, space))
+        curves = jax.jit(functools.partial(program.relevance_curves, space))
         args = (emb.audio, arrays.audio_mask, emb.queries, None, arrays.query_recording,
                 arrays.query_slot)
         own = curves(*args, arrays.slot_query)
@@ -202,7 +205,7 @@ def run_diagnostics(config: ml_collections.ConfigDict, *, annotations: str | os.
         stats["auc_queries"] = int(np.isfinite(auc).sum())
         result[space] = stats
 
-    loc = pipeline.localize_split(config, arrays, embedded)
+    loc = program.localize_split(config, arrays, embedded)
     delta = np.abs(np.asarray(loc.details.fit.means)[:, 1] - np.asarray(loc.details.fit.means)[:, 0])
     iou = top1_iou(loc.windows, loc.valid, split.records)
     result["iou_by_delta"] = iou_by_delta(delta, iou, config.diagnostics.delta_edges)

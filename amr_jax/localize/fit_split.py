@@ -28,7 +28,8 @@ from amr_jax.data import sources
 from amr_jax.data.records import is_annotated
 from amr_jax.errors import UsageError
 from amr_jax.eval import metrics as metrics_lib
-from amr_jax.localize import fused, fused_fit, nms, pipeline
+from amr_jax.localize import arrays as localize_arrays
+from amr_jax.localize import embedding, fused, fused_fit, nms, program, pipeline
 
 NMS_GRID = (0.3, 0.4, 0.5, 0.6, 0.7)
 
@@ -41,7 +42,7 @@ def _candidates(config, curves: np.ndarray, mask: np.ndarray, duration: np.ndarr
     chunk = min(config.query_chunk or num, num)
     outs = []
     for s in range(0, num, chunk):
-        part = [pipeline._chunk_rows(a, s, chunk) for a in (curves, mask, duration)]
+        part = [program.chunk_rows(a, s, chunk) for a in (curves, mask, duration)]
         outs.append(jax.tree.map(np.asarray, fn(*part)))
     return jax.tree.map(lambda *xs: np.concatenate(xs)[:num], *outs)
 
@@ -50,7 +51,7 @@ def fit_split(config: ml_collections.ConfigDict, *, annotations: str | os.PathLi
               audio_feats: str | os.PathLike, text_feats: str | os.PathLike,
               clap_dir: str | os.PathLike | None, neutral_feats: str | os.PathLike | None = None,
               tokenizer_dir: str | os.PathLike | None = None,
-              query_route: str = pipeline.DEFAULT_QUERY_ROUTE,
+              query_route: str = embedding.DEFAULT_QUERY_ROUTE,
               nms_grid: Sequence[float] = NMS_GRID, cv_seed: int = 0) -> dict:
     """The parameters file's content (`fused_fit` module docstring) fitted on one split.
 
@@ -68,13 +69,13 @@ def fit_split(config: ml_collections.ConfigDict, *, annotations: str | os.PathLi
         raise UsageError(f"{annotations}: a blind split has no windows to fit on; pass an "
                          "annotated validation split")
     pipeline.check_timing(split, config.frame_offset_s)
-    arrays = pipeline.split_arrays(split, max_frames=config.max_frames,
+    arrays = localize_arrays.split_arrays(split, max_frames=config.max_frames,
                                    frame_bucket=config.frame_bucket)
-    embedded = pipeline.embed_split(config, arrays, clap_dir=clap_dir, neutral_feats=neutral_feats,
+    embedded = embedding.embed_split(config, arrays, clap_dir=clap_dir, neutral_feats=neutral_feats,
                                     tokenizer_dir=tokenizer_dir, query_route=query_route)
     rel_args = (embedded.audio, arrays.audio_mask, embedded.queries, embedded.neutral,
                 arrays.query_recording, arrays.query_slot, arrays.slot_query)
-    curves = np.asarray(jax.jit(functools.partial(pipeline.relevance_curves, config.relevance))(
+    curves = np.asarray(jax.jit(functools.partial(program.relevance_curves, config.relevance))(
         *rel_args))
     mask = arrays.audio_mask[arrays.query_recording]
     cands = _candidates(config, curves, mask, arrays.duration)

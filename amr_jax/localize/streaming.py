@@ -9,7 +9,7 @@ read, embedded, localized with the same kernels and dropped before the next chun
 Every chunk has one fixed shape, so each kernel compiles once: recordings are padded to
 `recordings_per_chunk` rows, queries to `queries_per_chunk` rows (padded queries point at slot 0
 of row 0; their outputs are discarded), frames to the length the whole split would get
-(`pipeline.frame_length` over every recording, read from the `.npz` headers alone), slots to the
+(`localize_arrays.frame_length` over every recording, read from the `.npz` headers alone), slots to the
 split's largest number of queries per recording. Text is kept as each query's end-of-text row
 only (`[B, 1, 768]`): the only row the released-feature route reads. Only the annotations, the
 per-query outputs (`[B, 10, 3]`) and one chunk live in memory, whatever the split's size.
@@ -42,6 +42,9 @@ from amr_jax.errors import ConfigError
 from amr_jax.eval import metrics as metrics_lib
 from amr_jax.eval import predictions as predictions_lib
 from amr_jax.io_utils import atomic_write_text
+from amr_jax.localize import arrays as localize_arrays
+from amr_jax.localize import embedding
+from amr_jax.localize import program
 from amr_jax.localize import pipeline
 
 
@@ -86,7 +89,7 @@ def audio_lengths(audio_dir: str | os.PathLike, vids: list[str]) -> dict[str, in
 
 
 def chunk_arrays(split: Split, *, t_len: int, num_recordings: int, num_queries: int,
-                 slots: int) -> pipeline.SplitArrays:
+                 slots: int) -> localize_arrays.SplitArrays:
     """One chunk as fixed-shape `SplitArrays` (padding described in the module docstring)."""
     dim = features.FEATURE_DIM
     audio = np.zeros((num_recordings, t_len, dim), np.float32)
@@ -111,7 +114,7 @@ def chunk_arrays(split: Split, *, t_len: int, num_recordings: int, num_queries: 
         counts[n] += 1
     duration = np.ones(num_queries, np.float32)
     duration[:len(split.records)] = [r.duration for r in split.records]
-    return pipeline.SplitArrays(audio=audio, audio_mask=audio_mask, text=text, text_mask=text_mask,
+    return localize_arrays.SplitArrays(audio=audio, audio_mask=audio_mask, text=text, text_mask=text_mask,
                                 query_recording=query_recording, query_slot=query_slot,
                                 slot_query=slot_query, duration=duration,
                                 query_text=[r.query for r in split.records])
@@ -152,7 +155,7 @@ def stream_localization(config: ml_collections.ConfigDict, *, annotations: str |
     check_missing([features.audio_feature_path(audio_feats, v) for v in vids], "audio")
     check_missing([features.text_feature_path(text_feats, r.qid) for r in records], "text")
     lengths = audio_lengths(audio_feats, vids)
-    t_len = pipeline.frame_length(list(lengths.values()), max_frames=config.max_frames,
+    t_len = localize_arrays.frame_length(list(lengths.values()), max_frames=config.max_frames,
                                   frame_bucket=config.frame_bucket)
     chunks = plan_chunks(records, recordings_per_chunk=config.stream_recordings,
                          queries_per_chunk=config.stream_queries)
@@ -177,10 +180,10 @@ def stream_localization(config: ml_collections.ConfigDict, *, annotations: str |
         t0 = time.perf_counter()
         arrays = chunk_arrays(split, t_len=t_len, num_recordings=config.stream_recordings,
                               num_queries=config.stream_queries, slots=slots)
-        embedded = pipeline.embed_split(config, arrays, clap_dir=clap_dir,
+        embedded = embedding.embed_split(config, arrays, clap_dir=clap_dir,
                                         neutral_feats=neutral_feats)
         times["embed_s"] += time.perf_counter() - t0
-        result = pipeline.localize_split(config, arrays, embedded, cache=cache)
+        result = program.localize_split(config, arrays, embedded, cache=cache)
         times["localize_s"] += result.localize_s
         times["compile_s"] += result.compile_s
         rows = np.asarray([position[r.key] for r in split.records])

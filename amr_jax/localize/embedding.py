@@ -1,0 +1,149 @@
+"""What the localizers consume: each recording projected once, one vector per query.
+
+`embed_split` turns `SplitArrays` into `Embedded`: the raw backbone rows (backbone_cosine) or
+MS-CLAP joint-space frames (only the valid frames are projected: they are packed densely first),
+the queries from their released end-of-text rows (`query_route="features"`) or their raw text
+through MS-CLAP's GPT-2 (`"text"`), and gmm_contrast's neutral direction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from amr_jax.errors import UsageError
+from amr_jax.localize.arrays import SplitArrays
+
+QUERY_ROUTES = ("features", "text")
+DEFAULT_QUERY_ROUTE = "features"
+
+
+@dataclasses.dataclass
+class Embedded:
+    """What the localizer consumes: per-recording frames and per-query vectors.
+
+    Attributes:
+      audio: `[N, T, E]` frames (joint space, normalized) or raw backbone rows, on device.
+      queries: `[B, E]` query vectors.
+      neutral: `[E]` neutral direction (contrast only), else None.
+    """
+
+    audio: np.ndarray
+    queries: np.ndarray
+    neutral: np.ndarray | None
+
+
+def embed_split(config: ml_collections.ConfigDict, arrays: SplitArrays, *,
+                clap_dir: str | os.PathLike | None,
+                neutral_feats: str | os.PathLike | None,
+                tokenizer_dir: str | os.PathLike | None = None,
+                query_route: str = DEFAULT_QUERY_ROUTE) -> Embedded:
+    """Audio frames and query vectors for the configured relevance.
+
+    backbone: the raw 768-d rows and end-of-text rows (cosine is taken later);
+    joint / contrast: MS-CLAP heads, each recording projected once; the queries from their
+    end-of-text rows (`query_route="features"`) or their raw text through GPT-2 (`"text"`).
+    contrast also gets the neutral direction (`neutral_direction`).
+
+    Raises:
+      ValueError: a missing --clap.
+      UsageError: an unknown route, or the text route for backbone_cosine.
+      ModelFileError: the text route (asked for, or needed for the neutral direction) without
+        GPT-2 weights or tokenizer files; the message names what is missing.
+    """
+    if query_route not in QUERY_ROUTES:
+        raise UsageError(f"unknown query route {query_route!r}; expected one of {QUERY_ROUTES}")
+    if config.relevance == "backbone":
+        if query_route != "features":
+            raise UsageError(f"{config.system} compares the released 768-d end-of-text rows with "
+                             "the raw audio rows; --query_route=text applies to the joint-space "
+                             "systems only")
+        last = arrays.text_mask.sum(-1) - 1
+        queries = arrays.text[np.arange(len(last)), last]
+        return Embedded(audio=jax.device_put(arrays.audio), queries=queries, neutral=None)
+    if not clap_dir:
+        raise ValueError(f"system {config.system} needs --clap (a converted MS-CLAP folder)")
+    from amr_jax.clap import convert, embed  # heavy imports only for the joint-space systems
+    from amr_jax.clap.text_route import require_tokenizer
+
+    clap = convert.load_converted(clap_dir).to_model()
+    # Every missing piece of the raw-text route is reported before any heavy work.
+    tokenizer = None
+    if query_route == "text":
+        tokenizer = require_tokenizer(clap, clap_dir=clap_dir, tokenizer_dir=tokenizer_dir,
+                                      needed_for="--query_route=text")
+    neutral = None
+    if config.relevance == "contrast":
+        neutral = neutral_direction(config, clap, clap_dir=clap_dir, neutral_feats=neutral_feats,
+                                    tokenizer_dir=tokenizer_dir, tokenizer=tokenizer)
+    if query_route == "text":
+        queries = embed.embed_query_from_text(clap, tokenizer, arrays.query_text,
+                                              progress=config.progress)
+        logging.info("%d queries embedded from their raw text through GPT-2", len(queries))
+    else:
+        queries = embed.embed_query_from_features(clap, arrays.text, arrays.text_mask)
+    audio = _project_packed(embed.project_audio, clap, arrays.audio, arrays.audio_mask,
+                            chunk_size=config.embed_chunk, progress=config.progress)
+    return Embedded(audio=audio, queries=queries, neutral=neutral)
+
+
+def neutral_direction(config: ml_collections.ConfigDict, clap, *,
+                      clap_dir: str | os.PathLike | None,
+                      neutral_feats: str | os.PathLike | None,
+                      tokenizer_dir: str | os.PathLike | None, tokenizer=None) -> np.ndarray:
+    """The `[E]` neutral direction of the contrast trace.
+
+    From the three neutral text-feature files in `neutral_feats` when given (the released
+    route); otherwise from the phrases themselves through GPT-2 and the caption head, which
+    needs GPT-2 weights in `clap_dir` and a tokenizer (`tokenizer`, or `tokenizer_dir`).
+    """
+    from amr_jax.clap import embed
+    from amr_jax.clap.text_route import require_tokenizer
+
+    if neutral_feats:
+        logging.info("neutral direction from the text features in %s", neutral_feats)
+        return embed.neutral_embedding(clap, neutral_feats_dir=neutral_feats)
+    if tokenizer is None:
+        files = ", ".join(embed.neutral_feature_path("", p).name for p in embed.NEUTRAL_PROMPTS)
+        tokenizer = require_tokenizer(
+            clap, clap_dir=clap_dir, tokenizer_dir=tokenizer_dir,
+            needed_for=f"{config.system}'s neutral direction from the phrases "
+                       f"{', '.join(map(repr, embed.NEUTRAL_PROMPTS))} (no --neutral_feats given)",
+            otherwise=f"; or pass --neutral_feats=DIR holding {files}")
+    logging.info("neutral direction from the phrases %s through GPT-2",
+                 ", ".join(map(repr, embed.NEUTRAL_PROMPTS)))
+    return embed.neutral_embedding(clap, tokenizer=tokenizer)
+
+
+def _project_packed(project, clap, audio: np.ndarray, mask: np.ndarray, **kwargs) -> jax.Array:
+    """Projects only the valid frames: they are packed densely into rows of the padded length
+    (the head acts on each frame alone), projected, and put back in place on the device.
+
+    Recordings of a split differ in length (CASTELLA: 59-300 s), so projecting the padded
+    `[N, T, 768]` array would spend a third of the work on padding.
+    """
+    n_rec, t_len, dim = audio.shape
+    valid = mask.reshape(-1)
+    frames = audio.reshape(-1, dim)[valid]
+    rows = max(1, -(-len(frames) // t_len))
+    packed = np.zeros((rows * t_len, dim), audio.dtype)
+    packed[: len(frames)] = frames
+    packed_mask = np.arange(rows * t_len) < len(frames)
+    out = project(clap, packed.reshape(rows, t_len, dim), packed_mask.reshape(rows, t_len), **kwargs)
+    out = jax.device_put(out.reshape(rows * t_len, -1))
+    # Frame f of the padded layout reads packed row position[f]; padding is zeroed.
+    position = np.zeros(n_rec * t_len, np.int32)
+    position[valid] = np.arange(len(frames), dtype=np.int32)
+    gathered = _unpack(out, jnp.asarray(position), jnp.asarray(valid))
+    return gathered.reshape(n_rec, t_len, -1)
+
+
+@jax.jit
+def _unpack(packed: jax.Array, position: jax.Array, valid: jax.Array) -> jax.Array:
+    return jnp.where(valid[:, None], packed[position], 0.0)
