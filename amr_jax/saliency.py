@@ -9,74 +9,30 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-# Norm floor for cosine similarities: an all-zero feature row gets relevance 0, not NaN.
-_NORM_EPS = 1e-12
-
-
-def normalize(x: jax.Array) -> jax.Array:
-    """L2-normalizes the last axis; all-zero rows stay zero."""
-    norm = jnp.sqrt(jnp.sum(x * x, axis=-1, keepdims=True))
-    return x / jnp.maximum(norm, _NORM_EPS)
+from amr_jax.norms import l2_normalize
 
 
-def end_of_text(text: jax.Array, text_mask: jax.Array) -> jax.Array:
-    """The last valid token row of each query (the end-of-text token CLAP pools).
+def end_of_text(text: np.ndarray, text_mask: np.ndarray) -> np.ndarray:
+    """Each query's last valid token row (the end-of-text token CLAP pools), on the host.
 
     Args:
-      text: `[B, L, D]` per-token features, valid rows first.
-      text_mask: `[B, L]` bool.
+      text: `[B, L, D]` per-token features.
+      text_mask: `[B, L]` bool (the last True is taken, wherever the valid rows are).
 
     Returns:
       `[B, D]`.
+
+    Raises:
+      ValueError: naming the rows without any valid token.
     """
-    last = jnp.maximum(jnp.sum(text_mask, axis=-1) - 1, 0)
-    return jnp.take_along_axis(text, last[:, None, None], axis=1)[:, 0]
-
-
-def cosine_relevance(frames: jax.Array, frame_mask: jax.Array, query: jax.Array) -> jax.Array:
-    """Cosine similarity of every frame with its query vector.
-
-    Args:
-      frames: `[B, T, D]`, any scale (both sides are L2-normalized here).
-      frame_mask: `[B, T]` bool.
-      query: `[B, D]`.
-
-    Returns:
-      `[B, T]` float32, 0 on padded frames.
-    """
-    s = jnp.einsum("btd,bd->bt", normalize(frames), normalize(query))
-    return jnp.where(frame_mask, s, 0.0)
-
-
-def joint_relevance(audio_emb: jax.Array, audio_mask: jax.Array, query_emb: jax.Array) -> jax.Array:
-    """`s_t = <a_t, q>` for joint-space embeddings that are already L2-normalized.
-
-    Args:
-      audio_emb: `[B, T, E]` normalized audio embeddings.
-      audio_mask: `[B, T]` bool.
-      query_emb: `[B, E]` normalized query embeddings.
-
-    Returns:
-      `[B, T]`, 0 on padded frames.
-    """
-    return jnp.where(audio_mask, jnp.einsum("bte,be->bt", audio_emb, query_emb), 0.0)
-
-
-def background_contrast(audio_emb: jax.Array, audio_mask: jax.Array, query_emb: jax.Array,
-                        neutral_emb: jax.Array) -> jax.Array:
-    """`c_t = <a_t, q> - <a_t, n>`: relevance minus generic background-ness.
-
-    Args:
-      audio_emb: `[B, T, E]` normalized audio embeddings.
-      audio_mask: `[B, T]` bool.
-      query_emb: `[B, E]` normalized query embeddings.
-      neutral_emb: `[E]` normalized neutral (background) embedding.
-
-    Returns:
-      `[B, T]`, 0 on padded frames.
-    """
-    return joint_relevance(audio_emb, audio_mask, query_emb - neutral_emb[None, :])
+    text_mask = np.asarray(text_mask, bool)
+    empty = ~text_mask.any(axis=-1)
+    if empty.any():
+        raise ValueError(f"text rows {np.flatnonzero(empty)[:10].tolist()} have no valid token")
+    idx = text_mask.shape[-1] - 1 - np.argmax(text_mask[:, ::-1], axis=-1)
+    return np.take_along_axis(np.asarray(text), idx[:, None, None], axis=1)[:, 0]
 
 
 def grouped_relevance(audio: jax.Array, audio_mask: jax.Array, queries: jax.Array,
@@ -105,6 +61,36 @@ def grouped_relevance(audio: jax.Array, audio_mask: jax.Array, queries: jax.Arra
     scores = jnp.matmul(audio, jnp.swapaxes(slot_vectors, 1, 2))  # [N, T, S]
     out = scores[query_recording, :, query_slot]
     return jnp.where(audio_mask[query_recording], out, 0.0)
+
+
+RELEVANCES = ("backbone", "joint", "contrast")
+
+
+def relevance_curves(relevance: str, audio: jax.Array, audio_mask: jax.Array, queries: jax.Array,
+                     neutral: jax.Array | None, query_recording: jax.Array,
+                     query_slot: jax.Array, slot_query: jax.Array) -> jax.Array:
+    """`[B, T]` relevance of every query on the frames of its recording.
+
+    - "backbone": cosine of the raw rows (both sides L2-normalized here);
+    - "joint": `<a_t, q>` of MS-CLAP joint-space embeddings (already normalized);
+    - "contrast": the background contrast `<a_t, q> - <a_t, n>`, i.e. `<a_t, q - n>` with the
+      neutral direction `n` (`[E]`).
+
+    Args:
+      audio: `[N, T, E]` frames per recording; audio_mask: `[N, T]` bool.
+      queries: `[B, E]`; neutral: `[E]` for "contrast", else unused.
+      query_recording, query_slot, slot_query: the layout of `grouped_relevance`.
+
+    Returns:
+      `[B, T]`, 0 on padded frames.
+    """
+    if relevance == "backbone":
+        audio, queries = l2_normalize(audio), l2_normalize(queries)
+    elif relevance == "contrast":
+        queries = queries - neutral[None, :]
+    elif relevance != "joint":
+        raise ValueError(f"unknown relevance {relevance!r}; expected one of {RELEVANCES}")
+    return grouped_relevance(audio, audio_mask, queries, query_recording, query_slot, slot_query)
 
 
 def standardize(x: jax.Array, mask: jax.Array) -> jax.Array:

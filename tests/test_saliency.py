@@ -38,21 +38,32 @@ def test_grouped_relevance_equals_per_query_dot(data):
         assert np.all(got[b, n:] == 0)
 
 
-def test_cosine_joint_and_contrast(data):
-    audio, audio_mask, queries, rec, _, _ = data
+def test_relevance_curves_cosine_joint_and_contrast(data):
+    # The function localize's program runs, against plain numpy definitions of the three
+    # relevances (cosine of raw rows; dot of unit vectors; dot minus the neutral's dot).
+    audio, audio_mask, queries, rec, slot, slot_query = data
+    layout = (rec, slot, slot_query)
     frames, mask = audio[rec], audio_mask[rec]
-    cos = np.asarray(saliency.cosine_relevance(frames, mask, queries))
+    cos = np.asarray(saliency.relevance_curves("backbone", audio, audio_mask, queries, None,
+                                               *layout))
     for b in range(len(queries)):
         n = mask[b].sum()
         np.testing.assert_allclose(cos[b, :n], _np_cos(frames[b, :n], queries[b]), atol=1e-5)
-    unit = frames / np.maximum(np.linalg.norm(frames, axis=-1, keepdims=True), 1e-12)
+        assert np.all(cos[b, n:] == 0)
+    unit_audio = audio / np.maximum(np.linalg.norm(audio, axis=-1, keepdims=True), 1e-12)
     q = queries / np.linalg.norm(queries, axis=-1, keepdims=True)
     neutral = q[0] + q[1]
     neutral /= np.linalg.norm(neutral)
-    joint = np.asarray(saliency.joint_relevance(unit, mask, q))
-    contrast = np.asarray(saliency.background_contrast(unit, mask, q, neutral))
-    np.testing.assert_allclose(joint, np.where(mask, np.einsum("btd,bd->bt", unit, q), 0), atol=1e-5)
-    np.testing.assert_allclose(contrast, np.where(mask, joint - unit @ neutral, 0), atol=1e-5)
+    joint = np.asarray(saliency.relevance_curves("joint", unit_audio, audio_mask, q, None,
+                                                 *layout))
+    contrast = np.asarray(saliency.relevance_curves("contrast", unit_audio, audio_mask, q,
+                                                    neutral, *layout))
+    unit = unit_audio[rec]
+    want_joint = np.where(mask, np.einsum("btd,bd->bt", unit, q), 0)
+    np.testing.assert_allclose(joint, want_joint, atol=1e-5)
+    np.testing.assert_allclose(contrast, np.where(mask, want_joint - unit @ neutral, 0), atol=1e-5)
+    with pytest.raises(ValueError, match="unknown relevance"):
+        saliency.relevance_curves("cosine", audio, audio_mask, queries, None, *layout)
 
 
 def test_end_of_text_is_last_valid_row():
@@ -61,6 +72,8 @@ def test_end_of_text_is_last_valid_row():
     mask = np.arange(6)[None] < np.array([[6], [2], [1]])
     got = np.asarray(saliency.end_of_text(text, mask))
     np.testing.assert_array_equal(got, text[[0, 1, 2], [5, 1, 0]])
+    with pytest.raises(ValueError, match=r"rows \[1\] have no valid token"):
+        saliency.end_of_text(text, np.arange(6)[None] < np.array([[6], [0], [1]]))
 
 
 def test_standardize_population_std_and_padding():

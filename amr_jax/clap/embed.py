@@ -20,7 +20,9 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from amr_jax.clap.heads import ClapModel, l2_normalize
+from amr_jax import saliency
+from amr_jax.clap.heads import ClapModel
+from amr_jax.norms import l2_normalize
 from amr_jax.clap.tokenizer import ClapTokenizer, last_index
 from amr_jax.data.features import load_text_features
 
@@ -159,16 +161,6 @@ def project_audio(
     return out
 
 
-def last_valid_rows(text: np.ndarray, text_mask: np.ndarray) -> np.ndarray:
-    """`[B, L, D]`, `[B, L]` -> `[B, D]`: each query's last valid row (end-of-text)."""
-    text_mask = np.asarray(text_mask, bool)
-    empty = ~text_mask.any(axis=-1)
-    if empty.any():
-        raise ValueError(f"text rows {np.flatnonzero(empty)[:10].tolist()} have no valid token")
-    idx = text_mask.shape[-1] - 1 - np.argmax(text_mask[:, ::-1], axis=-1)
-    return np.take_along_axis(text, idx[:, None, None], axis=1)[:, 0]
-
-
 def embed_query_from_features(
     clap: ClapModel,
     text: np.ndarray,
@@ -190,7 +182,7 @@ def embed_query_from_features(
     text = np.asarray(text, np.float32)
     text_mask = np.asarray(text_mask, bool)
     _check_features(text, text_mask, clap.caption_head.in_dim, "text features", "B, L, D")
-    pooled = last_valid_rows(text, text_mask)
+    pooled = saliency.end_of_text(text, text_mask)
     graphdef, state = nnx.split(clap.caption_head)
     valid = np.ones(pooled.shape[:1], bool)
     parts = _run_chunked(

@@ -13,8 +13,9 @@ joint space is the L2-normalized head output (see `amr_jax.clap.embed`).
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
+
+from amr_jax.norms import l2_normalize  # noqa: F401 (re-exported by amr_jax.clap)
 
 # Heads are tiny; full float32 matmuls keep embeddings faithful on accelerators
 # whose default float32 matmul precision is reduced (TPU bf16 passes, GPU TF32).
@@ -85,9 +86,3 @@ class ClapModel(nnx.Module):
     @property
     def joint_dim(self) -> int:
         return self.audio_head.out_dim
-
-
-def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
-    """`x / max(||x||, eps)` over the last axis, as `torch.nn.functional.normalize`."""
-    sq = jnp.sum(jnp.square(x), axis=-1, keepdims=True)
-    return x * jax.lax.rsqrt(jnp.maximum(sq, eps * eps))

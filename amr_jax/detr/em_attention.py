@@ -28,6 +28,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from amr_jax.norms import l2_normalize_plus_eps
+
 # `calculate_l1_norm` of the reference (an L2 normalization despite its name).
 NORM_EPS = 1e-9
 # Bandwidth of the RBF responsibilities, fixed in the reference.
@@ -50,7 +52,7 @@ class EMState(NamedTuple):
 
 def unit_normalize(x: jax.Array) -> jax.Array:
     """`x / (|x|_2 + 1e-9)` over the last axis (the reference's `calculate_l1_norm`)."""
-    return x / (jnp.linalg.norm(x, axis=-1, keepdims=True) + NORM_EPS)
+    return l2_normalize_plus_eps(x, NORM_EPS)
 
 
 def _rbf_responsibilities(bases: jax.Array, unit_x: jax.Array, valid: jax.Array,

@@ -35,6 +35,7 @@ from amr_jax.data.loader import Split
 from amr_jax.data.records import QueryRecord
 from amr_jax.detr.dense_saliency import all_window_saliency_labels
 from amr_jax.detr.layout import DCASE, check_text_lengths, get_layout
+from amr_jax.norms import l2_normalize_plus_eps
 from amr_jax.types import QueryBatch
 
 NORM_EPS = 1e-5
@@ -82,8 +83,7 @@ class DetrTargets:
 
 def l2_normalize(x: np.ndarray, eps: float = NORM_EPS) -> np.ndarray:
     """Row-wise `x / (||x|| + eps)` over the last axis (zero rows stay zero)."""
-    norm = np.linalg.norm(x, axis=-1, keepdims=True)
-    return (x / (norm + eps)).astype(np.float32)
+    return l2_normalize_plus_eps(x, eps).astype(np.float32)
 
 
 def temporal_endpoint_features(ctx_len: np.ndarray, max_frames: int) -> np.ndarray:

@@ -32,16 +32,10 @@ import jax.numpy as jnp
 
 from amr_jax import spans as span_ops
 
-# torch.nn.functional.normalize's epsilon.
-NORMALIZE_EPS = 1e-12
 # Weights of the two aspects inside the loss (fixed in the reference).
 GLOBAL_WEIGHT = 0.5
 CLIP_WEIGHT = 0.5
 
-
-def normalize(x: jax.Array) -> jax.Array:
-    """`F.normalize(x, dim=-1)`: `x / max(|x|_2, 1e-12)`."""
-    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), NORMALIZE_EPS)
 
 
 def moment_frames(first_span: jax.Array, frame_mask: jax.Array) -> jax.Array:

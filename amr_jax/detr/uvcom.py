@@ -64,6 +64,7 @@ from amr_jax.detr.model import (
     inverse_sigmoid,
 )
 from amr_jax.detr.position import anchor_sine_embedding, masked_sine_positions
+from amr_jax.norms import l2_normalize
 
 # Hidden width of the slot-attention and similarity MLPs, fixed in the reference.
 AUX_MLP_HIDDEN = 1024
@@ -271,8 +272,8 @@ class UVCOM(nnx.Module):
         # LRP: local context of every frame.
         local = a + self.conv_local(a, audio_mask)
         # The global token becomes the audio basis closest (mean cosine) to the text bases.
-        affinity = jnp.einsum("bkd,bjd->bkj", similarity.normalize(audio_bases),
-                              similarity.normalize(text_bases)).mean(axis=-1)
+        affinity = jnp.einsum("bkd,bjd->bkj", l2_normalize(audio_bases),
+                              l2_normalize(text_bases)).mean(axis=-1)
         best = jnp.argmax(affinity, axis=-1)
         token = jnp.take_along_axis(audio_bases, best[:, None, None], axis=1)  # [B, 1, d]
         frames = a + em_attention.random_walk_refine(local, text_bases, audio_mask,
@@ -352,9 +353,9 @@ class UVCOM(nnx.Module):
         if not negatives:
             return out
 
-        audio_sim = similarity.normalize(self.sim_audio(memory_global))  # [B, d]
-        text_sim = similarity.normalize(self.sim_text(enc["text_embed"]))  # [B, d]
-        frame_sim = similarity.normalize(self.sim_audio(enc["frames"]))  # [B, T, d]
+        audio_sim = l2_normalize(self.sim_audio(memory_global))  # [B, d]
+        text_sim = l2_normalize(self.sim_text(enc["text_embed"]))  # [B, d]
+        frame_sim = l2_normalize(self.sim_audio(enc["frames"]))  # [B, T, d]
         out["sim_clip"] = jnp.einsum("bd,btd->bt", text_sim, frame_sim)
         out["sim_global"] = audio_sim @ text_sim.T
         batch = audio.shape[0]

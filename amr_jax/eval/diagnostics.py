@@ -163,6 +163,7 @@ def run_diagnostics(config: ml_collections.ConfigDict, *, annotations: str | os.
     from amr_jax.localize import embedding
     from amr_jax.localize import program
     from amr_jax.localize import pipeline
+    from amr_jax import saliency
 
     if config.localizer != "gmm":
         raise ValueError(f"diagnostics need a GMM system config, got {config.system}")
@@ -194,7 +195,7 @@ def run_diagnostics(config: ml_collections.ConfigDict, *, annotations: str | os.
     backbone_config.relevance = "backbone"
     backbone = embedding.embed_split(backbone_config, arrays, clap_dir=None, neutral_feats=None)
     for space, emb in (("backbone", backbone), ("joint", embedded)):
-        curves = jax.jit(functools.partial(program.relevance_curves, space))
+        curves = jax.jit(functools.partial(saliency.relevance_curves, space))
         args = (emb.audio, arrays.audio_mask, emb.queries, None, arrays.query_recording,
                 arrays.query_slot)
         own = curves(*args, arrays.slot_query)

@@ -17,6 +17,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from amr_jax import saliency
 from amr_jax.errors import UsageError
 from amr_jax.localize.arrays import SplitArrays
 
@@ -64,8 +65,7 @@ def embed_split(config: ml_collections.ConfigDict, arrays: SplitArrays, *,
             raise UsageError(f"{config.system} compares the released 768-d end-of-text rows with "
                              "the raw audio rows; --query_route=text applies to the joint-space "
                              "systems only")
-        last = arrays.text_mask.sum(-1) - 1
-        queries = arrays.text[np.arange(len(last)), last]
+        queries = saliency.end_of_text(arrays.text, arrays.text_mask)
         return Embedded(audio=jax.device_put(arrays.audio), queries=queries, neutral=None)
     if not clap_dir:
         raise ValueError(f"system {config.system} needs --clap (a converted MS-CLAP folder)")

@@ -24,6 +24,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from amr_jax import saliency
 from amr_jax.data import sources
 from amr_jax.data.records import is_annotated
 from amr_jax.errors import UsageError
@@ -75,7 +76,7 @@ def fit_split(config: ml_collections.ConfigDict, *, annotations: str | os.PathLi
                                     tokenizer_dir=tokenizer_dir, query_route=query_route)
     rel_args = (embedded.audio, arrays.audio_mask, embedded.queries, embedded.neutral,
                 arrays.query_recording, arrays.query_slot, arrays.slot_query)
-    curves = np.asarray(jax.jit(functools.partial(program.relevance_curves, config.relevance))(
+    curves = np.asarray(jax.jit(functools.partial(saliency.relevance_curves, config.relevance))(
         *rel_args))
     mask = arrays.audio_mask[arrays.query_recording]
     cands = _candidates(config, curves, mask, arrays.duration)

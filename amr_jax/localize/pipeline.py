@@ -46,7 +46,8 @@ from amr_jax.localize.arrays import SplitArrays, frame_length, split_arrays  # n
 from amr_jax.localize.embedding import (  # noqa: F401
     DEFAULT_QUERY_ROUTE, QUERY_ROUTES, Embedded, embed_split, neutral_direction)
 from amr_jax.localize.program import (  # noqa: F401
-    LocalizeResult, localize_curves, localize_split, relevance_curves)
+    LocalizeResult, localize_curves, localize_split)
+from amr_jax.saliency import relevance_curves  # noqa: F401
 
 
 def run_localization(config: ml_collections.ConfigDict, *, annotations: str | os.PathLike,

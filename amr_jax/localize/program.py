@@ -26,20 +26,6 @@ from amr_jax.localize.arrays import SplitArrays
 from amr_jax.localize.embedding import Embedded
 
 
-def relevance_curves(relevance: str, audio: jax.Array, audio_mask: jax.Array, queries: jax.Array,
-                     neutral: jax.Array | None, query_recording: jax.Array,
-                     query_slot: jax.Array, slot_query: jax.Array) -> jax.Array:
-    """`[B, T]` relevance of every query on its recording (see `Embedded` for inputs)."""
-    if relevance == "backbone":
-        audio, queries = saliency.normalize(audio), saliency.normalize(queries)
-    elif relevance == "contrast":
-        queries = queries - neutral[None, :]
-    elif relevance != "joint":
-        raise ValueError(f"unknown relevance {relevance!r}")
-    return saliency.grouped_relevance(audio, audio_mask, queries, query_recording, query_slot,
-                                      slot_query)
-
-
 def localize_curves(config: ml_collections.ConfigDict, curves: jax.Array, mask: jax.Array,
                     duration: jax.Array, fused_params: dict | None = None):
     """Runs the configured localizer on `[B, T]` curves.
@@ -136,7 +122,7 @@ def localize_split(config: ml_collections.ConfigDict, arrays: SplitArrays,
 
     rel_exec, rel_compile_s = _compiled(
         cache, ("relevance", config.relevance) + _signature(rel_args),
-        functools.partial(relevance_curves, config.relevance), rel_args)
+        functools.partial(saliency.relevance_curves, config.relevance), rel_args)
     loc_args = (jax.ShapeDtypeStruct((chunk, t_len), jnp.float32),
                 jax.ShapeDtypeStruct((chunk, t_len), jnp.bool_),
                 jax.ShapeDtypeStruct((chunk,), jnp.float32))
