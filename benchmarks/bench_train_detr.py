@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 from absl import app, flags
+from benchlib import median_ms, random_detr_batch
 
 _BATCH = flags.DEFINE_integer("batch", 32, "Queries per step.")
 _FRAMES = flags.DEFINE_integer("frames", 300, "Audio frames per query (padded length).")
@@ -68,17 +69,7 @@ def _torch_train_step_ms(inputs, targets, config):
                         max_q_l=m.max_q_l, dropout=m.dropout,
                         input_dropout=m.input_dropout)
     step = TorchTrainStep(model, inputs, targets, device=_torch_device())
-    return _median_ms(step, _REPEATS.value)
-
-
-def _median_ms(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * sorted(times)[len(times) // 2]
+    return median_ms(step, _REPEATS.value)
 
 
 def main(argv):
@@ -87,30 +78,13 @@ def main(argv):
     import numpy as np
     from flax import nnx
 
-    from amr_jax.detr.inputs import DetrInputs, DetrTargets
     from amr_jax.train import trainer
     from experiments.configs import qd_detr
 
     b, t, l = _BATCH.value, _FRAMES.value, _TOKENS.value
     config = qd_detr.get_config()
-    rng = np.random.default_rng(0)
-    ctx = rng.integers(t // 2, t + 1, size=b)
-    ctx[0] = t
-    audio_mask = np.arange(t)[None] < ctx[:, None]
-    text_mask = np.arange(l)[None] < rng.integers(4, l + 1, size=b)[:, None]
-    inputs = DetrInputs(
-        audio=(rng.normal(size=(b, t, 770)) * audio_mask[..., None]).astype(np.float32),
-        audio_mask=audio_mask, text=rng.normal(size=(b, l, 768)).astype(np.float32),
-        text_mask=text_mask)
-    w = config.data.max_windows
-    span_mask = np.arange(w)[None] < rng.integers(1, w + 1, size=b)[:, None]
-    spans = np.stack([rng.uniform(0.1, 0.9, (b, w)), rng.uniform(0.01, 0.2, (b, w))], -1)
-    labels = np.zeros((b, t), np.float32)
-    labels[:, 10:20] = 1
-    targets = DetrTargets(
-        spans=np.where(span_mask[..., None], spans, 0).astype(np.float32), span_mask=span_mask,
-        saliency_pos=np.tile([[11, 15]], (b, 1)).astype(np.int32),
-        saliency_neg=np.tile([[2, 40]], (b, 1)).astype(np.int32), saliency_labels=labels)
+    inputs, targets = random_detr_batch(config, b, t, l)
+    audio_mask, span_mask, labels = inputs.audio_mask, targets.span_mask, targets.saliency_labels
 
     mesh = trainer.data_mesh()
     if not _REFERENCE_ROWS.value:
@@ -130,7 +104,7 @@ def main(argv):
     t0 = time.perf_counter()
     step()
     compile_s = time.perf_counter() - t0
-    train_ms = _median_ms(step, _REPEATS.value)
+    train_ms = median_ms(step, _REPEATS.value)
 
     params = holder["state"].params
 
@@ -139,10 +113,10 @@ def main(argv):
         model = nnx.merge(programs.graphdef, params, programs.rest)
         return model(inputs, deterministic=False, rngs=nnx.Rngs(dropout=key))
 
-    fwd_ms = _median_ms(lambda: jax.block_until_ready(forward(params, dev_inputs)), _REPEATS.value)
+    fwd_ms = median_ms(lambda: jax.block_until_ready(forward(params, dev_inputs)), _REPEATS.value)
     outputs = jax.device_get(forward(params, dev_inputs))
     crit = jax.jit(programs.criterion)
-    crit_ms = _median_ms(
+    crit_ms = median_ms(
         lambda: jax.block_until_ready(crit(outputs, dev_targets, dev_inputs.audio_mask)),
         _REPEATS.value)
 
@@ -162,7 +136,7 @@ def main(argv):
                        torch.tensor(targets.saliency_pos).long(),
                        torch.tensor(targets.saliency_neg).long(), tau=0.5, num_ranks=12, margin=0.2)
 
-    ref_ms = _median_ms(torch_criterion, _REPEATS.value)
+    ref_ms = median_ms(torch_criterion, _REPEATS.value)
     torch_step_ms = _torch_train_step_ms(inputs, targets, config) if _TORCH_STEP.value else None
 
     dev = jax.devices()[0]

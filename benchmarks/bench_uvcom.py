@@ -19,47 +19,12 @@ import time
 from pathlib import Path
 
 from absl import app, flags
+from benchlib import median_ms, random_detr_batch
 
 _BATCH = flags.DEFINE_integer("batch", 32, "Queries per step.")
 _FRAMES = flags.DEFINE_integer("frames", 300, "Audio frames per query (padded length).")
 _TOKENS = flags.DEFINE_integer("tokens", 32, "Text tokens per query (padded length).")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repeats (median reported).")
-
-
-def _median_ms(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * sorted(times)[len(times) // 2]
-
-
-def _batch(config, b, t, l):
-    import numpy as np
-
-    from amr_jax.detr.inputs import DetrInputs, DetrTargets
-
-    rng = np.random.default_rng(0)
-    ctx = rng.integers(t // 2, t + 1, size=b)
-    ctx[0] = t
-    audio_mask = np.arange(t)[None] < ctx[:, None]
-    text_mask = np.arange(l)[None] < rng.integers(4, l + 1, size=b)[:, None]
-    inputs = DetrInputs(
-        audio=(rng.normal(size=(b, t, 770)) * audio_mask[..., None]).astype(np.float32),
-        audio_mask=audio_mask, text=rng.normal(size=(b, l, 768)).astype(np.float32),
-        text_mask=text_mask)
-    w = config.data.max_windows
-    span_mask = np.arange(w)[None] < rng.integers(1, w + 1, size=b)[:, None]
-    spans = np.stack([rng.uniform(0.1, 0.9, (b, w)), rng.uniform(0.01, 0.2, (b, w))], -1)
-    labels = np.zeros((b, t), np.float32)
-    labels[:, 10:20] = 1
-    targets = DetrTargets(
-        spans=np.where(span_mask[..., None], spans, 0).astype(np.float32), span_mask=span_mask,
-        saliency_pos=np.tile([[11, 15]], (b, 1)).astype(np.int32),
-        saliency_neg=np.tile([[2, 40]], (b, 1)).astype(np.int32), saliency_labels=labels)
-    return inputs, targets
 
 
 def _measure(arg, b, t, l, repeats):
@@ -71,7 +36,7 @@ def _measure(arg, b, t, l, repeats):
     from experiments.configs import qd_detr
 
     config = qd_detr.get_config(arg)
-    inputs, targets = _batch(config, b, t, l)
+    inputs, targets = random_detr_batch(config, b, t, l)
     mesh = trainer.data_mesh()
     programs, state = trainer.build_programs(config, steps_per_epoch=100,
                                              model_factory=trainer.build_qd_detr, mesh=mesh)
@@ -87,7 +52,7 @@ def _measure(arg, b, t, l, repeats):
     t0 = time.perf_counter()
     step()
     compile_s = time.perf_counter() - t0
-    train_ms = _median_ms(step, repeats)
+    train_ms = median_ms(step, repeats)
     params = holder["state"].params
 
     @jax.jit
@@ -95,7 +60,7 @@ def _measure(arg, b, t, l, repeats):
         model = nnx.merge(programs.graphdef, params, programs.rest)
         return model(inputs, deterministic=False, rngs=nnx.Rngs(dropout=key))
 
-    fwd_ms = _median_ms(lambda: jax.block_until_ready(forward(params, dev_inputs)), repeats)
+    fwd_ms = median_ms(lambda: jax.block_until_ready(forward(params, dev_inputs)), repeats)
     n_params = sum(x.size for x in jax.tree.leaves(params))
     del qd
     return {"train_ms": train_ms, "forward_ms": fwd_ms, "compile_s": compile_s,

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
-from torch_reference import torch_giou_diag, torch_giou_pairwise, torch_xx
+from torch_reference import torch_giou_diag, torch_giou_pairwise, torch_saliency, torch_xx
 
 
 def _layer_loss(logits, spans, targets, *, eos_coef):
@@ -51,30 +51,6 @@ def _layer_loss(logits, spans, targets, *, eos_coef):
     weight = torch.tensor([1.0, eos_coef], device=logits.device)
     label = F.cross_entropy(logits.transpose(1, 2), fg, weight, reduction="none").mean()
     return 10.0 * span + giou + 4.0 * label
-
-
-def _saliency_loss(scores, scores_neg, labels, mask, pos, neg, *, tau=0.5, num_ranks=12,
-                   margin=0.2):
-    mask = mask.float()
-    neg_pair = (-torch.log(1.0 - torch.sigmoid(scores_neg)) * mask).sum(dim=1).mean()
-    s = torch.cat([scores, scores_neg], dim=1)
-    lab = torch.cat([labels, torch.zeros_like(labels)], dim=1)
-    m2 = mask.repeat([1, 2])
-    s = m2 * s + (1.0 - m2) * -1e3
-    rank = 0.0
-    for r in range(1, num_ranks):
-        pos_mask = lab >= r
-        has = pos_mask.sum(1) > 0
-        cur = s / tau
-        logits = cur - cur.max(dim=1, keepdim=True)[0]
-        log_prob = logits - torch.log(torch.exp(logits).sum(1, keepdim=True) + 1e-6)
-        mean_log_prob = (pos_mask * log_prob * m2).sum(1) / (pos_mask.sum(1) + 1e-6)
-        rank = rank + (-mean_log_prob * has).mean()
-    rank = rank / num_ranks
-    rows = torch.arange(len(scores), device=scores.device)[:, None]
-    hinge = torch.clamp(margin + scores[rows, neg] - scores[rows, pos], min=0).sum()
-    hinge = hinge / pos.numel() * 2
-    return hinge + rank + neg_pair
 
 
 class TorchTrainStep:
@@ -107,8 +83,9 @@ class TorchTrainStep:
         loss = sum(_layer_loss(layer["pred_logits"], layer["pred_spans"], self.spans,
                                eos_coef=0.1)
                    for layer in [out, *out["aux_outputs"]])
-        loss = loss + _saliency_loss(out["saliency_scores"], out["saliency_scores_neg"],
-                                     self.labels, self.audio_mask, self.pos, self.neg)
+        loss = loss + sum(torch_saliency(out["saliency_scores"], out["saliency_scores_neg"],
+                                         self.labels, self.audio_mask, self.pos, self.neg,
+                                         tau=0.5, num_ranks=12, margin=0.2))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 0.1)
