@@ -125,6 +125,19 @@ def test_a_process_loading_only_its_shard_builds_its_rows_of_the_global_batch(da
                                                    whole))
 
 
+def test_selecting_after_loading_equals_selecting_before(data_root):
+    from amr_jax.data.loader import select_records
+
+    def odd(records):
+        return records[1::2]
+
+    before, after = _split(data_root, select=odd), select_records(_split(data_root), odd)
+    assert [r.qid for r in after.records] == [r.qid for r in before.records]
+    assert after.vids == before.vids
+    assert after.audio.keys() == before.audio.keys() and after.text.keys() == before.text.keys()
+    _assert_trees_equal((after.audio, after.text), (before.audio, before.text))
+
+
 def test_shard_and_launch_errors_name_the_field():
     with pytest.raises(ValueError, match="train.data_shards"):
         pipeline.local_batch_size(6, 4)
