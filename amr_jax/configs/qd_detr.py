@@ -159,6 +159,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.checkpoint_every_steps = 500   # plus one at every epoch end
     config.train.best_metric = ""  # "": the layout's (dcase R1@0.7, lighthouse mAP)
     config.train.max_to_keep = 1
+    # Training-data shards (WORKSPACE.md "Multi-host"): 0 = one per process (1 on one host,
+    # today's batches). On one process, N > 1 builds the batches an N-process run builds.
+    config.train.data_shards = 0
     # --- pretrain -> fine-tune ---
     config.train.init_from = ""                 # workdir of a pretraining run
     config.train.init_from_checkpoint = "best"  # "best" (else latest) or "latest"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,9 @@ from amr_jax.data.records import QueryRecord, read_annotations
 # Feature length may differ from `duration` by one frame in the released data
 # (whole seconds vs. center padding); beyond this it is likely the wrong file.
 DURATION_TOLERANCE_S = 2.0
+
+# Keeps some of a split's queries (in file order), e.g. one host's shard of the training split.
+RecordSelector = Callable[[list[QueryRecord]], list[QueryRecord]]
 
 
 @dataclasses.dataclass
@@ -81,16 +85,22 @@ def check_durations(records: list[QueryRecord], audio: dict[str, np.ndarray]) ->
 
 
 def load_split(annotations: str | os.PathLike, audio_dir: str | os.PathLike,
-               text_dir: str | os.PathLike, *, num_workers: int = 8, progress: bool = True) -> Split:
+               text_dir: str | os.PathLike, *, num_workers: int = 8, progress: bool = True,
+               select: RecordSelector | None = None) -> Split:
     """Reads the annotations and every audio/text feature file of a split.
 
     Each recording is read once even when several queries share it. All
     missing files are reported together before anything is read.
 
+    `select`: keeps some of the queries before any feature is read, so only their
+    recordings and texts are loaded (None: every query).
+
     Raises:
       AnnotationError, FeatureError: with the offending file, line or qid.
     """
     records = read_annotations(annotations)
+    if select is not None:
+        records = select(records)
     vids = list(dict.fromkeys(r.vid for r in records))
     audio_paths = [features.audio_feature_path(audio_dir, v) for v in vids]
     text_paths = [features.text_feature_path(text_dir, r.qid) for r in records]
@@ -106,3 +116,12 @@ def load_split(annotations: str | os.PathLike, audio_dir: str | os.PathLike,
     logging.info("loaded %s: %d queries, %d recordings, %d audio frames",
                  annotations, len(records), len(vids), sum(a.shape[0] for a in audio_arrays))
     return Split(records=records, audio=audio, text=text, vids=vids, annotations=Path(annotations))
+
+
+def select_records(split: Split, select: RecordSelector) -> Split:
+    """The queries of a loaded split that `select` keeps, with only their features."""
+    records = select(split.records)
+    vids = list(dict.fromkeys(r.vid for r in records))
+    return Split(records=records, audio={v: split.audio[v] for v in vids},
+                 text={r.key: split.text[r.key] for r in records}, vids=vids,
+                 annotations=split.annotations)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 
-from amr_jax.data.loader import Split, load_split
+from amr_jax.data.loader import RecordSelector, Split, load_split, select_records
 from amr_jax.errors import ConfigError
 
 FOLDERS = "folders"
@@ -37,7 +37,8 @@ def load_source(source: str, *, annotations: str | os.PathLike | None = None,
                 audio_dir: str | os.PathLike | None = None,
                 text_dir: str | os.PathLike | None = None,
                 data_dir: str | os.PathLike | None = None, split: str | None = None,
-                num_workers: int = 8, progress: bool = True) -> Split:
+                num_workers: int = 8, progress: bool = True,
+                select: RecordSelector | None = None) -> Split:
     """Loads a split from folders or from a TFDS dataset.
 
     Args:
@@ -47,6 +48,8 @@ def load_source(source: str, *, annotations: str | os.PathLike | None = None,
       split: the TFDS split when `source` names none ("tfds:<name>").
       num_workers: feature loading threads (folders).
       progress: progress bars.
+      select: keeps some of the queries (`load_split`); folders read only their features,
+        a TFDS split is read whole and then cut.
 
     Raises:
       ConfigError: a malformed source, a missing data_dir or split, or a split
@@ -56,7 +59,7 @@ def load_source(source: str, *, annotations: str | os.PathLike | None = None,
         if not (annotations and audio_dir and text_dir):
             raise ConfigError("source 'folders' needs the annotations, audio and text feature paths")
         return load_split(annotations, audio_dir, text_dir, num_workers=num_workers,
-                          progress=progress)
+                          progress=progress, select=select)
     name, named_split = parse_source(source)
     if named_split and split and named_split != split:
         raise ConfigError(f"source {source!r} names split {named_split!r} but {split!r} is asked "
@@ -68,4 +71,5 @@ def load_source(source: str, *, annotations: str | os.PathLike | None = None,
         raise ConfigError(f"source {source!r} needs a TFDS data_dir")
     from amr_jax.data.tfds import reader  # tensorflow_datasets only when asked for
 
-    return reader.load_tfds_split(name, split, data_dir=data_dir, progress=progress)
+    loaded = reader.load_tfds_split(name, split, data_dir=data_dir, progress=progress)
+    return loaded if select is None else select_records(loaded, select)

@@ -15,6 +15,7 @@ from pathlib import Path
 import jax
 import orbax.checkpoint as ocp
 
+from amr_jax.distributed import is_primary
 from amr_jax.errors import CheckpointError
 from amr_jax.io_utils import atomic_write_text, quiet_checkpointing
 from amr_jax.train.state import TrainState
@@ -80,7 +81,8 @@ class RunCheckpoints:
         with quiet_checkpointing():
             self.best.save(step, args=ocp.args.StandardSave(state.params), force=True)
             self.best.wait_until_finished()
-        atomic_write_text(self.workdir / BEST_FILE, json.dumps(record, indent=2) + "\n")
+        if is_primary():  # orbax saves are collective; the record is written once
+            atomic_write_text(self.workdir / BEST_FILE, json.dumps(record, indent=2) + "\n")
 
     def wait(self) -> None:
         with quiet_checkpointing():

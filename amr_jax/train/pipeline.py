@@ -8,6 +8,14 @@ Every batch is therefore a pure function of (seed, epoch, i), which makes
 training deterministic and lets a resumed run see exactly the batches an
 uninterrupted run would have seen.
 
+Sharded training (`train.data_shards` S > 1, one shard per process on several hosts):
+shard s holds the trainable queries of records s, s + S, s + 2S, ... (`shard_queries`), is
+permuted each epoch by its own generator seeded by (seed, epoch, s), and global batch i is
+the concatenation over s of shard s's rows [i * b, (i + 1) * b), b = batch_size / S, each
+local batch built with a generator seeded by (seed, epoch, i, s). A process holding only
+shard p builds only its rows, so one process holding every shard computes the batches of
+an S-process run. S = 1 is exactly the unsharded stream above.
+
 Evaluation batches: file order, the last batch padded by repeating its first
 query; `num_valid` says how many rows are real. With `pad_last=False` the last
 batch is left partial (no padding rows), as the reference's evaluation does.
@@ -21,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import jax
 import ml_collections
 import numpy as np
 
@@ -65,31 +74,105 @@ def steps_per_epoch(num_queries: int, batch_size: int) -> int:
     return steps
 
 
+def local_batch_size(batch_size: int, num_shards: int) -> int:
+    """Rows of one shard in a global batch (raises unless `num_shards` divides it)."""
+    if num_shards < 1 or batch_size % num_shards:
+        raise ValueError(f"train.batch_size {batch_size} is not divisible by the {num_shards} "
+                         "data shards (train.data_shards, 0 = one per process)")
+    return batch_size // num_shards
+
+
+def shard_queries(queries: np.ndarray, num_shards: int) -> list[np.ndarray]:
+    """Training queries [N] (record indices of a whole split) -> one array per shard.
+
+    Shard s keeps the queries of records s, s + S, ... in record order: the records a
+    process holding shard s loads (`amr_jax.data.loader.load_split`'s `select`).
+    """
+    return [queries[queries % num_shards == s] for s in range(num_shards)]
+
+
+def sharded_steps_per_epoch(shard_sizes: list[int], batch_size: int) -> int:
+    """Full global batches per epoch when shard s holds `shard_sizes[s]` queries."""
+    num_shards = len(shard_sizes)
+    if num_shards == 1:
+        return steps_per_epoch(shard_sizes[0], batch_size)
+    local = local_batch_size(batch_size, num_shards)
+    steps = min(shard_sizes) // local
+    if steps < 1:
+        raise ValueError(f"the smallest of the {num_shards} training shards has "
+                         f"{min(shard_sizes)} queries, fewer than its {local} rows of a batch "
+                         f"of {batch_size}; lower train.batch_size")
+    return steps
+
+
 def epoch_order(queries: np.ndarray, seed: int, epoch: int) -> np.ndarray:
     """The training query indices `queries` [N] in the order of `epoch`."""
     return queries[np.random.default_rng([seed, epoch]).permutation(len(queries))]
 
 
-def batch_qids(split: Split, queries: np.ndarray, *, batch_size: int, seed: int, epoch: int,
-               index: int) -> list:
-    """The qids of training batch `index` of `epoch` (as `train_batch` builds it)."""
-    rows = epoch_order(queries, seed, epoch)[index * batch_size:(index + 1) * batch_size]
-    return [split.records[i].qid for i in rows]
+def shard_order(queries: np.ndarray, *, seed: int, epoch: int, shard: int,
+                num_shards: int) -> np.ndarray:
+    """Shard `shard`'s queries [N_s] in the order of `epoch` (`epoch_order` when unsharded)."""
+    if num_shards == 1:
+        return epoch_order(queries, seed, epoch)
+    return queries[np.random.default_rng([seed, epoch, shard]).permutation(len(queries))]
 
 
-def train_batch(split: Split, queries: np.ndarray, data_config: ml_collections.ConfigDict, *,
-                batch_size: int, seed: int, epoch: int, index: int
+def local_rows(queries: np.ndarray, *, num_shards: int, shard: int, batch_size: int, seed: int,
+               epoch: int, index: int) -> np.ndarray:
+    """Record indices [batch_size / num_shards] of shard `shard`'s part of global batch `index`."""
+    local = local_batch_size(batch_size, num_shards)
+    order = shard_order(queries, seed=seed, epoch=epoch, shard=shard, num_shards=num_shards)
+    return order[index * local:(index + 1) * local]
+
+
+def batch_qids(split: Split, queries: np.ndarray | dict[int, np.ndarray], *,
+               batch_size: int, seed: int, epoch: int, index: int, num_shards: int = 1) -> list:
+    """The qids of training batch `index` of `epoch` (as `train_batch` builds it).
+
+    `queries`: as in `train_batch`; the qids of the shards given, in shard order (every
+    shard on one process: the whole global batch).
+    """
+    shards = queries if isinstance(queries, dict) else {0: queries}
+    return [split.records[i].qid for s in sorted(shards)
+            for i in local_rows(shards[s], num_shards=num_shards, shard=s,
+                                batch_size=batch_size, seed=seed, epoch=epoch, index=index)]
+
+
+def local_batch(split: Split, queries: np.ndarray, data_config: ml_collections.ConfigDict, *,
+                num_shards: int, shard: int, batch_size: int, seed: int, epoch: int, index: int
                 ) -> tuple[DetrInputs, DetrTargets]:
-    """Batch `index` of `epoch` over the training queries `queries` (numpy arrays)."""
-    order = epoch_order(queries, seed, epoch)
-    rows = order[index * batch_size:(index + 1) * batch_size]
-    rng = np.random.default_rng([seed, epoch, index])
+    """Shard `shard`'s rows [batch_size / num_shards, ...] of global batch `index` (numpy)."""
+    rows = local_rows(queries, num_shards=num_shards, shard=shard, batch_size=batch_size,
+                      seed=seed, epoch=epoch, index=index)
+    # Unsharded: the generator of the single-host stream; sharded: one per shard.
+    key = [seed, epoch, index] if num_shards == 1 else [seed, epoch, index, shard]
     inputs, targets, _ = make_detr_batch(
         split, [split.records[i] for i in rows], max_frames=data_config.max_frames,
-        max_tokens=data_config.max_tokens, max_windows=data_config.max_windows, rng=rng,
-        clip_length=data_config.clip_length, layout=data_config.layout,
-        saliency_label_mode=data_config.saliency_labels)
+        max_tokens=data_config.max_tokens, max_windows=data_config.max_windows,
+        rng=np.random.default_rng(key), clip_length=data_config.clip_length,
+        layout=data_config.layout, saliency_label_mode=data_config.saliency_labels)
     return inputs, targets
+
+
+def train_batch(split: Split, queries: np.ndarray | dict[int, np.ndarray],
+                data_config: ml_collections.ConfigDict, *, batch_size: int, seed: int,
+                epoch: int, index: int, num_shards: int = 1
+                ) -> tuple[DetrInputs, DetrTargets]:
+    """Batch `index` of `epoch` (numpy arrays).
+
+    Args:
+      queries: the training queries [N] (unsharded), or shard id -> its queries; the rows
+        of the shards given, concatenated in shard order.
+      num_shards: S (see the module docstring).
+    """
+    shards = queries if isinstance(queries, dict) else {0: queries}
+    parts = [local_batch(split, shards[s], data_config, num_shards=num_shards, shard=s,
+                         batch_size=batch_size, seed=seed, epoch=epoch, index=index)
+             for s in sorted(shards)]
+    if len(parts) == 1:
+        return parts[0]
+    return jax.tree.map(lambda *rows: np.concatenate(rows), *parts)
 
 
 def eval_batches(split: Split, data_config: ml_collections.ConfigDict, *, batch_size: int,

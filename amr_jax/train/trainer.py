@@ -5,6 +5,12 @@ AdamW) over batches sharded along a one-axis ("data") mesh of all local
 devices, parameters replicated. The run resumes from the latest checkpoint in
 the workdir, evaluates on the validation split every epoch with the official
 metrics and keeps the parameters of the best epoch (by `train.best_metric`).
+
+On several processes (multi-controller JAX, `amr_jax.distributed`) the mesh spans every
+process's devices, each process loads and batches only its shard of the training split
+(`pipeline` module docstring), validation outputs are gathered to every host, and only the
+primary process writes config.json, metrics.jsonl, epoch_progress.json and best.json
+(orbax checkpoint saves are collective).
 """
 
 from __future__ import annotations
@@ -26,9 +32,10 @@ from absl import logging
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
+from amr_jax import distributed
 from amr_jax.compiled import CompiledCache
 from amr_jax.data import sources
-from amr_jax.data.loader import Split, load_split
+from amr_jax.data.loader import Split
 from amr_jax.data.records import is_annotated
 from amr_jax.detr.criterion import SetCriterion, build_criterion
 from amr_jax.detr.inputs import DetrInputs, DetrTargets
@@ -77,10 +84,14 @@ def data_mesh(devices=None) -> jax.sharding.Mesh:
 
 def _check_divisible(batch_size: int, mesh: jax.sharding.Mesh, what: str) -> None:
     if batch_size % mesh.size:
-        raise ValueError(f"{what} {batch_size} is not divisible by the {mesh.size} local devices")
+        where = "global" if mesh.is_multi_process else "local"
+        raise ValueError(f"{what} {batch_size} is not divisible by the {mesh.size} {where} "
+                         "devices")
 
 
 def save_config(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> None:
+    if not distributed.is_primary():
+        return
     atomic_write_text(Path(workdir) / CONFIG_FILE, config.to_json(indent=2) + "\n")
 
 
@@ -127,11 +138,14 @@ def _fill_missing_defaults(config: ml_collections.ConfigDict, path: Path) -> Non
 
 
 def load_data_split(annotations: str, audio_dir: str, text_dir: str, *, num_workers: int,
-                    source: str = "folders", data_dir: str = "", split: str = "") -> Split:
-    """Folders by default; `source="tfds:<name>"` reads TFDS split `split` (amr_jax.data.sources)."""
+                    source: str = "folders", data_dir: str = "", split: str = "",
+                    select=None) -> Split:
+    """Folders by default; `source="tfds:<name>"` reads TFDS split `split` (amr_jax.data.sources).
+
+    `select`: keeps some queries before their features are read (`load_split`)."""
     return sources.load_source(source, annotations=annotations, audio_dir=audio_dir,
                                text_dir=text_dir, data_dir=data_dir, split=split or None,
-                               num_workers=num_workers, progress=True)
+                               num_workers=num_workers, progress=True, select=select)
 
 
 class Programs:
@@ -179,6 +193,15 @@ class Programs:
         return self._post(outputs, inputs.audio_mask, duration)
 
     def shard(self, tree):
+        """Whole numpy batches (the same on every process) -> arrays sharded by rows."""
+        if self.mesh.is_multi_process:
+            return distributed.replicated_batch(tree, self.mesh)
+        return jax.device_put(tree, self.sharded)
+
+    def shard_local(self, tree):
+        """This process's rows of a batch -> the global batch (`shard` on one process)."""
+        if self.mesh.is_multi_process:
+            return distributed.global_batch(tree, self.mesh)
         return jax.device_put(tree, self.sharded)
 
     def predict_split(self, params, split: Split, data_config: ml_collections.ConfigDict, *,
@@ -196,7 +219,7 @@ class Programs:
                                                               pad_last=pad_last):
             w, v = self.predict_step(params, self.rest, self.shard(inputs),
                                      self.shard(jnp.asarray(batch.duration)))
-            w, v = jax.device_get((w, v))
+            w, v = distributed.gather((w, v))  # jax.device_get on one process
             windows.append(w[:num_valid])
             valid.append(v[:num_valid])
         return np.concatenate(windows), np.concatenate(valid)
@@ -301,19 +324,24 @@ class _PendingStep:
         return self.metrics["loss"]
 
 
-def _check_finite(pending: _PendingStep, split: Split, queries: np.ndarray, *, seed: int,
-                  batch_size: int) -> None:
-    """Raises naming the step, the non-finite loss terms and the batch's qids."""
+def _check_finite(pending: _PendingStep, split: Split, shards: dict[int, np.ndarray], *,
+                  seed: int, batch_size: int, num_shards: int) -> None:
+    """Raises naming the step, the non-finite loss terms and the batch's qids.
+
+    `shards`: the training shards this process holds (all of them on one process; on
+    several, the qids named are this process's rows of the batch)."""
     value = float(jax.device_get(pending.loss))
     if np.isfinite(value):
         return
     terms = {k: float(v) for k, v in jax.device_get(pending.metrics).items()}
     bad = sorted(k for k, v in terms.items() if not np.isfinite(v))
-    qids = pipeline.batch_qids(split, queries, batch_size=batch_size, seed=seed,
-                               epoch=pending.epoch, index=pending.index)
+    qids = pipeline.batch_qids(split, shards, batch_size=batch_size, seed=seed,
+                               epoch=pending.epoch, index=pending.index, num_shards=num_shards)
+    which = ("batch qids" if len(shards) == num_shards else
+             f"batch qids of data shard {', '.join(map(str, sorted(shards)))} of {num_shards}")
     raise NonFiniteLossError(
         f"non-finite training loss {value} at step {pending.step} (epoch {pending.epoch + 1}, "
-        f"batch {pending.index}); non-finite terms: {', '.join(bad)}; batch qids: "
+        f"batch {pending.index}); non-finite terms: {', '.join(bad)}; {which}: "
         f"{', '.join(repr(q) for q in qids)}")
 
 
@@ -331,6 +359,8 @@ def read_metrics_log(path: Path) -> list[dict]:
 
 def truncate_metrics_log(path: Path, step: int) -> None:
     """Keeps the records up to the restored `step` (atomically); see train_and_evaluate."""
+    if not distributed.is_primary():
+        return
     records = read_metrics_log(path)
     kept = [r for r in records if r["step"] <= step]
     if path.is_file() and (len(kept) != len(records) or
@@ -359,6 +389,8 @@ def save_epoch_progress(workdir: Path, step: int, steps_per_epoch: int,
     host = jax.device_get([m for _, m in kept])
     entries = [{"step": s, "metrics": {k: float(v) for k, v in m.items()}}
                for (s, _), m in zip(kept, host)]
+    if not distributed.is_primary():
+        return kept
     atomic_write_text(workdir / PROGRESS_FILE, json.dumps({"steps_per_epoch": steps_per_epoch,
                                                            "steps": entries}) + "\n")
     return kept
@@ -381,8 +413,36 @@ def load_epoch_progress(workdir: Path, step: int, steps_per_epoch: int) -> list[
 
 def append_metrics_record(path: Path, record: dict) -> None:
     """Appends one epoch record by rewriting the (small) file atomically: never a torn line."""
+    if not distributed.is_primary():
+        return
     text = path.read_text(encoding="utf-8") if path.is_file() else ""
     atomic_write_text(path, text + json.dumps(record) + "\n")
+
+
+def _num_shards(config: ml_collections.ConfigDict, num_processes: int) -> int:
+    """`train.data_shards`, 0 meaning one per process; several processes need one each."""
+    shards = config.train.data_shards or num_processes
+    if shards < 1 or (num_processes > 1 and shards != num_processes):
+        raise ValueError(f"train.data_shards={config.train.data_shards}: expected 0 (one per "
+                         f"process) or {num_processes} on {num_processes} processes"
+                         if num_processes > 1 else
+                         f"train.data_shards={config.train.data_shards}: expected >= 0")
+    return shards
+
+
+def _every_nth(records: list, *, start: int, step: int) -> list:
+    return records[start::step]
+
+
+def _global_token_pad(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The largest text pad length of every process (each resolved it on its own shard)."""
+    longest = int(distributed.all_int(config.data.max_tokens).max())
+    if longest == config.data.max_tokens:
+        return config
+    resolved = ml_collections.ConfigDict(config.to_dict())
+    resolved.data.max_tokens = longest
+    resolved.lock()
+    return resolved
 
 
 def _fmt_duration(seconds: float | None) -> str:
@@ -405,7 +465,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         contract; QDDETR by default.
       stop_after_steps: stop (after checkpointing) once the global step reaches
         this value, as a preemption would; None trains to the end.
-      devices: devices of the data mesh (default: all local devices).
+      devices: devices of the data mesh (default: all local devices; on several
+        processes, every process's devices).
       cache: compiled programs owned by the caller (see `build_programs`).
 
     Returns:
@@ -417,9 +478,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     save_config(config, workdir)
     data = config.data
     tfds_source = data.source != sources.FOLDERS
+    num_processes = distributed.process_count()
+    num_shards = _num_shards(config, num_processes)
+    # On several processes, process p loads only the records of its shard (p, p + N, ...).
+    select = (None if num_processes == 1 else
+              functools.partial(_every_nth, start=distributed.process_index(), step=num_shards))
     train_split = load_data_split(data.train_annotations, data.train_audio_feats,
                                   data.train_text_feats, num_workers=data.num_workers,
-                                  source=data.source, data_dir=data.data_dir, split=data.train_split)
+                                  source=data.source, data_dir=data.data_dir, split=data.train_split,
+                                  select=select)
     val_split = (load_data_split(data.val_annotations, data.val_audio_feats, data.val_text_feats,
                                  num_workers=data.num_workers, source=data.source,
                                  data_dir=data.data_dir, split=data.val_split)
@@ -428,20 +495,34 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         raise ValueError(f"{data.val_annotations}: the validation split has no windows")
     # Fixed text pad length over train + val and the layout's best metric.
     config = resolve_run_config(config, [s for s in (train_split, val_split) if s is not None])
+    if num_processes > 1:
+        config = _global_token_pad(config)
     data = config.data
     logging.info("input layout %s: text padded to %d tokens; best epoch by val %s",
                  data.layout, data.max_tokens, config.train.best_metric)
 
+    if devices is None and num_processes > 1:
+        devices = jax.devices()  # one global mesh
     mesh = data_mesh(devices)
     batch_size = config.train.batch_size
     _check_divisible(batch_size, mesh, "train.batch_size")
+    pipeline.local_batch_size(batch_size, num_shards)
     train_queries = pipeline.trainable_queries(train_split, data)
-    spe = pipeline.steps_per_epoch(len(train_queries), batch_size)
+    if num_processes == 1:  # this process holds every shard (one when unsharded)
+        shards = dict(enumerate(pipeline.shard_queries(train_queries, num_shards)))
+        shard_sizes = [len(q) for q in shards.values()]
+    else:  # the split holds this process's shard only
+        shards = {distributed.process_index(): train_queries}
+        shard_sizes = distributed.all_int(len(train_queries)).tolist()
+    spe = pipeline.sharded_steps_per_epoch(shard_sizes, batch_size)
     total_steps = spe * config.train.num_epochs
     programs, state = build_programs(config, steps_per_epoch=spe, model_factory=model_factory,
                                      mesh=mesh, cache=cache)
     logging.info("model: %s parameters; %d devices; %d steps/epoch, %d epochs",
                  f"{count_params(state.params):,}", mesh.size, spe, config.train.num_epochs)
+    if num_shards > 1:
+        logging.info("%d data shards of %s training queries; %d processes", num_shards,
+                     shard_sizes, num_processes)
 
     ckpt = RunCheckpoints(workdir, max_to_keep=config.train.max_to_keep)
     restored = ckpt.restore_latest(state)
@@ -464,8 +545,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     window, pending, t_window, steps_window = [], None, time.perf_counter(), 0
     t_start, step_start = time.perf_counter(), step
     compiled = False  # rates count steps after the first (compiling) one of this process
-    check = functools.partial(_check_finite, split=train_split, queries=train_queries,
-                              seed=config.seed, batch_size=batch_size)
+    check = functools.partial(_check_finite, split=train_split, shards=shards,
+                              seed=config.seed, batch_size=batch_size, num_shards=num_shards)
     # The steps of the current epoch already run by a killed process, so the epoch's train
     # means match an uninterrupted run (see save_epoch_progress).
     recent = load_epoch_progress(workdir, step, spe)
@@ -478,11 +559,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
 
     while step < stop_at:
         epoch, index = divmod(step, spe)
-        inputs, targets = pipeline.train_batch(train_split, train_queries, data,
-                                               batch_size=batch_size,
-                                               seed=config.seed, epoch=epoch, index=index)
-        state, metrics = programs.train_step(state, programs.rest, programs.shard(inputs),
-                                             programs.shard(targets), base_key)
+        inputs, targets = pipeline.train_batch(train_split, shards, data, batch_size=batch_size,
+                                               seed=config.seed, epoch=epoch, index=index,
+                                               num_shards=num_shards)
+        state, metrics = programs.train_step(state, programs.rest, programs.shard_local(inputs),
+                                             programs.shard_local(targets), base_key)
         if pending is not None:  # checked one step late so dispatch runs ahead
             check(pending)
         pending = _PendingStep(metrics=metrics, step=step + 1, epoch=epoch, index=index)
