@@ -145,7 +145,9 @@ def load_data_split(annotations: str, audio_dir: str, text_dir: str, *, num_work
     `select`: keeps some queries before their features are read (`load_split`)."""
     return sources.load_source(source, annotations=annotations, audio_dir=audio_dir,
                                text_dir=text_dir, data_dir=data_dir, split=split or None,
-                               num_workers=num_workers, progress=True, select=select)
+                               # One progress bar per run, not one per host.
+                               num_workers=num_workers, progress=distributed.is_primary(),
+                               select=select)
 
 
 class Programs:
