@@ -66,11 +66,12 @@ def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
 
 
 def _run_chunked(fn, arrays: Sequence[np.ndarray], n: int, chunk_size: int, *, desc: str,
-                 progress: bool) -> list[np.ndarray]:
+                 progress: bool, on_device: bool = False) -> list:
     """Applies `fn(*chunk_arrays)` on fixed-size row chunks (last one zero-padded).
 
     The next chunk is dispatched before the previous result is copied to host,
-    so device work and transfers overlap.
+    so device work and transfers overlap. `on_device` keeps the results as device arrays
+    (no host copy: for callers that continue on the device).
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -83,16 +84,22 @@ def _run_chunked(fn, arrays: Sequence[np.ndarray], n: int, chunk_size: int, *, d
         from tqdm import tqdm
 
         bar = tqdm(total=n, desc=desc, unit="rows")
+    def finish(result, rows):
+        if on_device:
+            jax.block_until_ready(result)  # paces the progress bar; the next chunk is queued
+            return result if rows == chunk else result[:rows]
+        return np.asarray(result)[:rows]
+
     out, pending = [], None
     for s, e in spans:
         result = fn(*(_pad_rows(a[s:e], chunk) for a in arrays))
         if pending is not None:
-            out.append(np.asarray(pending[0])[: pending[1]])
+            out.append(finish(*pending))
             if bar is not None:
                 bar.update(pending[1])
         pending = (result, e - s)
     if pending is not None:
-        out.append(np.asarray(pending[0])[: pending[1]])
+        out.append(finish(*pending))
         if bar is not None:
             bar.update(pending[1])
             bar.close()
@@ -122,7 +129,8 @@ def project_audio(
     *,
     chunk_size: int = 32,
     progress: bool = True,
-) -> np.ndarray:
+    on_device: bool = False,
+) -> np.ndarray | jax.Array:
     """Audio backbone frames -> joint space.
 
     Args:
@@ -132,10 +140,12 @@ def project_audio(
       mask: `[N, T]` bool, True on valid frames.
       chunk_size: recordings per jitted call (all calls share one shape).
       progress: tqdm bar over recordings when there is more than one chunk.
+      on_device: return a device array (the same values) without copying to host.
 
     Returns:
-      `[N, T, out_dim]` float32 numpy, L2-normalized on valid frames and exactly
-      0 on padded frames. Frames are independent, so padding never changes valid rows.
+      `[N, T, out_dim]` float32 numpy (a jax array with `on_device`), L2-normalized on
+      valid frames and exactly 0 on padded frames. Frames are independent, so padding
+      never changes valid rows.
     """
     start = time.perf_counter()
     audio = np.asarray(audio, np.float32)
@@ -146,9 +156,11 @@ def project_audio(
         lambda x, m: _project_rows(graphdef, state, x, m),
         (audio, mask), audio.shape[0], chunk_size,
         desc=f"project audio (rows of {audio.shape[1]} frames)", progress=progress,
+        on_device=on_device,
     )
     if parts:
-        out = np.concatenate(parts)
+        out = (jnp.concatenate(parts) if len(parts) > 1 else parts[0]) if on_device \
+            else np.concatenate(parts)
     else:
         out = np.zeros(audio.shape[:2] + (clap.joint_dim,), np.float32)
     seconds = time.perf_counter() - start

@@ -135,8 +135,9 @@ def _project_packed(project, clap, audio: np.ndarray, mask: np.ndarray, **kwargs
     packed = np.zeros((rows * t_len, dim), audio.dtype)
     packed[: len(frames)] = frames
     packed_mask = np.arange(rows * t_len) < len(frames)
-    out = project(clap, packed.reshape(rows, t_len, dim), packed_mask.reshape(rows, t_len), **kwargs)
-    out = jax.device_put(out.reshape(rows * t_len, -1))
+    # The projected rows stay on the device (no copy to host and back).
+    out = project(clap, packed.reshape(rows, t_len, dim), packed_mask.reshape(rows, t_len),
+                  on_device=True, **kwargs).reshape(rows * t_len, -1)
     # Frame f of the padded layout reads packed row position[f]; padding is zeroed.
     position = np.zeros(n_rec * t_len, np.int32)
     position[valid] = np.arange(len(frames), dtype=np.int32)
