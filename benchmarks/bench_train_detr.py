@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 from absl import app, flags
-from benchlib import median_ms, random_detr_batch
+from benchlib import median_ms, random_detr_batch, time_train_step
 
 _BATCH = flags.DEFINE_integer("batch", 32, "Queries per step.")
 _FRAMES = flags.DEFINE_integer("frames", 300, "Audio frames per query (padded length).")
@@ -90,23 +90,9 @@ def main(argv):
     if not _REFERENCE_ROWS.value:
         _component_tables(inputs, targets, mesh, repeats=_REPEATS.value)
         return
-    programs, state = trainer.build_programs(config, steps_per_epoch=100,
-                                             model_factory=trainer.build_qd_detr, mesh=mesh)
-    key = jax.random.PRNGKey(0)
-    dev_inputs, dev_targets = programs.shard(inputs), programs.shard(targets)
-    holder = {"state": state}
-
-    def step():
-        holder["state"], m = programs.train_step(holder["state"], programs.rest, dev_inputs,
-                                                 dev_targets, key)
-        jax.block_until_ready(m["loss"])
-
-    t0 = time.perf_counter()
-    step()
-    compile_s = time.perf_counter() - t0
-    train_ms = median_ms(step, _REPEATS.value)
-
-    params = holder["state"].params
+    programs, params, dev_inputs, compile_s, train_ms = time_train_step(
+        config, inputs, targets, mesh, _REPEATS.value)
+    key, dev_targets = jax.random.PRNGKey(0), programs.shard(targets)
 
     @jax.jit
     def forward(params, inputs):

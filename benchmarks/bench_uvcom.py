@@ -15,11 +15,10 @@ Parameter counts are printed too.
 """
 
 import sys
-import time
 from pathlib import Path
 
 from absl import app, flags
-from benchlib import median_ms, random_detr_batch
+from benchlib import median_ms, random_detr_batch, time_train_step
 
 _BATCH = flags.DEFINE_integer("batch", 32, "Queries per step.")
 _FRAMES = flags.DEFINE_integer("frames", 300, "Audio frames per query (padded length).")
@@ -38,22 +37,9 @@ def _measure(arg, b, t, l, repeats):
     config = qd_detr.get_config(arg)
     inputs, targets = random_detr_batch(config, b, t, l)
     mesh = trainer.data_mesh()
-    programs, state = trainer.build_programs(config, steps_per_epoch=100,
-                                             model_factory=trainer.build_qd_detr, mesh=mesh)
+    programs, params, dev_inputs, compile_s, train_ms = time_train_step(
+        config, inputs, targets, mesh, repeats)
     key = jax.random.PRNGKey(0)
-    dev_inputs, dev_targets = programs.shard(inputs), programs.shard(targets)
-    holder = {"state": state}
-
-    def step():
-        holder["state"], m = programs.train_step(holder["state"], programs.rest, dev_inputs,
-                                                 dev_targets, key)
-        jax.block_until_ready(m["loss"])
-
-    t0 = time.perf_counter()
-    step()
-    compile_s = time.perf_counter() - t0
-    train_ms = median_ms(step, repeats)
-    params = holder["state"].params
 
     @jax.jit
     def forward(params, inputs):

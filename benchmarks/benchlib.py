@@ -48,3 +48,32 @@ def random_detr_batch(config, b: int, t: int, l: int):
         saliency_pos=np.tile([[11, 15]], (b, 1)).astype(np.int32),
         saliency_neg=np.tile([[2, 40]], (b, 1)).astype(np.int32), saliency_labels=labels)
     return inputs, targets
+
+
+def time_train_step(config, inputs, targets, mesh, repeats: int):
+    """Builds the trainer's programs for `config` and times its full train step on one batch.
+
+    Returns:
+      (programs, params after the timed steps, device inputs, compile seconds of the first
+      step, median ms of the next `repeats` steps).
+    """
+    import jax
+
+    from amr_jax.train import trainer
+
+    programs, state = trainer.build_programs(config, steps_per_epoch=100,
+                                             model_factory=trainer.build_qd_detr, mesh=mesh)
+    key = jax.random.PRNGKey(0)
+    dev_inputs, dev_targets = programs.shard(inputs), programs.shard(targets)
+    holder = {"state": state}
+
+    def step():
+        holder["state"], m = programs.train_step(holder["state"], programs.rest, dev_inputs,
+                                                 dev_targets, key)
+        jax.block_until_ready(m["loss"])
+
+    t0 = time.perf_counter()
+    step()
+    compile_s = time.perf_counter() - t0
+    train_ms = median_ms(step, repeats)
+    return programs, holder["state"].params, dev_inputs, compile_s, train_ms
