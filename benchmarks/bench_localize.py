@@ -215,19 +215,20 @@ def main():
         rows.append(row)
         print(json.dumps(row), flush=True)
 
-    stages = ("embed_s", "relevance_s", "localize_s", "whole_s")
-    print()
-    head = (f"{'system':<16}" + "".join(f"{s[:-2] + ' ref/jax (x)':>28}" for s in stages)
-            + f"{'compile s':>11}{'R1@0.7 jax/ref':>17}{'mAP jax/ref':>14}")
-    print(head)
-    print("-" * len(head))
-    for row in rows:
-        cells = "".join(
-            f"{row['ref'][s]:>10.3f}/{row['jax'][s]:>7.3f} ({row['ref'][s] / max(row['jax'][s], 1e-9):>6.1f})"
-            for s in stages)
-        print(f"{row['system']:<16}{cells}{row['jax']['compile_s']:>11.2f}"
-              f"{row['metrics_jax']['R1@0.7']:>9.2f}/{row['metrics_ref']['R1@0.7']:<7.2f}"
-              f"{row['metrics_jax']['mAP']:>7.2f}/{row['metrics_ref']['mAP']:<7.2f}")
+    if not args.skip_reference:  # else the reference columns would repeat ours
+        stages = ("embed_s", "relevance_s", "localize_s", "whole_s")
+        print()
+        head = (f"{'system':<16}" + "".join(f"{s[:-2] + ' ref/jax (x)':>28}" for s in stages)
+                + f"{'compile s':>11}{'R1@0.7 jax/ref':>17}{'mAP jax/ref':>14}")
+        print(head)
+        print("-" * len(head))
+        for row in rows:
+            cells = "".join(
+                f"{row['ref'][s]:>10.3f}/{row['jax'][s]:>7.3f} ({row['ref'][s] / max(row['jax'][s], 1e-9):>6.1f})"
+                for s in stages)
+            print(f"{row['system']:<16}{cells}{row['jax']['compile_s']:>11.2f}"
+                  f"{row['metrics_jax']['R1@0.7']:>9.2f}/{row['metrics_ref']['R1@0.7']:<7.2f}"
+                  f"{row['metrics_jax']['mAP']:>7.2f}/{row['metrics_ref']['mAP']:<7.2f}")
     _print_floor(rows, split, clap_params, load_s)
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
     (out_dir / "bench.json").write_text(json.dumps(rows, indent=2) + "\n")

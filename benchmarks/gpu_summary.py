@@ -23,7 +23,7 @@ def _row(text: str, label: str) -> str:
         if line.startswith(label):
             numbers = re.findall(r"[-+]?\d+(?:\.\d+)?", line[len(label):])
             if numbers:
-                return numbers[-1] if "x" not in line[len(label):] else line[len(label):].strip()
+                return numbers[-1]
     return "n/a"
 
 

@@ -19,38 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from scipy.optimize import linear_sum_assignment
 
-from torch_reference import torch_giou_diag, torch_giou_pairwise, torch_saliency, torch_xx
-
-
-def _layer_loss(logits, spans, targets, *, eos_coef):
-    """Matched span/gIoU/label loss of one decoder layer; targets: list of [K_b, 2] (cxw)."""
-    with torch.no_grad():
-        prob = logits.softmax(-1)
-        costs = []
-        for b, tgt in enumerate(targets):
-            cost = (10.0 * torch.cdist(spans[b], tgt, p=1)
-                    - torch_giou_pairwise(torch_xx(spans[b]), torch_xx(tgt))
-                    - 4.0 * prob[b][:, [0] * len(tgt)])
-            costs.append(cost.cpu().numpy())
-    rows, cols, batch_idx = [], [], []
-    for b, cost in enumerate(costs):
-        r, c = linear_sum_assignment(cost)
-        rows.append(torch.as_tensor(r))
-        cols.append(torch.as_tensor(c))
-        batch_idx.append(torch.full((len(r),), b))
-    rows, batch_idx = torch.cat(rows).to(spans.device), torch.cat(batch_idx).to(spans.device)
-    src = spans[batch_idx, rows]
-    tgt = torch.cat([t[c.to(t.device)] for t, c in zip(targets, cols)])
-    span = F.l1_loss(src, tgt, reduction="none").mean()
-    giou = (1 - torch_giou_diag(torch_xx(src), torch_xx(tgt))).mean()
-    fg = torch.ones(logits.shape[:2], dtype=torch.long, device=logits.device)
-    fg[batch_idx, rows] = 0
-    weight = torch.tensor([1.0, eos_coef], device=logits.device)
-    label = F.cross_entropy(logits.transpose(1, 2), fg, weight, reduction="none").mean()
-    return 10.0 * span + giou + 4.0 * label
+from torch_reference import torch_layer_loss_terms, torch_saliency
 
 
 class TorchTrainStep:
@@ -80,9 +50,11 @@ class TorchTrainStep:
 
     def __call__(self) -> float:
         out = self.model(self.text, self.text_mask, self.audio, self.audio_mask)
-        loss = sum(_layer_loss(layer["pred_logits"], layer["pred_spans"], self.spans,
-                               eos_coef=0.1)
-                   for layer in [out, *out["aux_outputs"]])
+        loss = 0.0
+        for layer in [out, *out["aux_outputs"]]:
+            terms = torch_layer_loss_terms(layer["pred_logits"], layer["pred_spans"], self.spans,
+                                           eos_coef=0.1)
+            loss = loss + 10.0 * terms["span"] + terms["giou"] + 4.0 * terms["label"]
         loss = loss + sum(torch_saliency(out["saliency_scores"], out["saliency_scores_neg"],
                                          self.labels, self.audio_mask, self.pos, self.neg,
                                          tau=0.5, num_ranks=12, margin=0.2))

@@ -51,28 +51,39 @@ def torch_saliency(scores, scores_neg, labels, mask, pos, neg, *, tau, num_ranks
     return hinge, rank, loss_neg_pair
 
 
-def torch_layer_losses(logits, spans, targets, *, eos_coef, cost=(10.0, 1.0, 4.0)):
+def torch_layer_loss_terms(logits, spans, targets, *, eos_coef, cost=(10.0, 1.0, 4.0)):
     """Per-sample scipy matching, then span L1 / 1-gIoU / weighted CE as the reference.
+
+    Differentiable in `logits` and `spans` (the matching itself is not, as in the reference);
+    works on any device (the cost matrices go to the host for scipy).
 
     Args:
       logits: [B, Q, 2] tensor; spans: [B, Q, 2] tensor (cxw);
       targets: list of [K_b, 2] tensors (cxw).
     Returns:
-      dict span, giou, label (python floats).
+      dict span, giou, label (scalar tensors).
     """
     src_all, tgt_all = [], []
-    fg = torch.ones(logits.shape[:2], dtype=torch.long)
+    fg = torch.ones(logits.shape[:2], dtype=torch.long, device=logits.device)
+    with torch.no_grad():
+        prob = logits.softmax(-1)
     for b, t in enumerate(targets):
-        prob = logits[b].softmax(-1)
-        c = (cost[0] * torch.cdist(spans[b], t, p=1) - cost[1] * torch_giou_pairwise(
-            torch_xx(spans[b]), torch_xx(t)) - cost[2] * prob[:, [0] * len(t)])
-        rows, cols = linear_sum_assignment(c.numpy())
+        with torch.no_grad():
+            c = (cost[0] * torch.cdist(spans[b], t, p=1) - cost[1] * torch_giou_pairwise(
+                torch_xx(spans[b]), torch_xx(t)) - cost[2] * prob[b][:, [0] * len(t)])
+        rows, cols = linear_sum_assignment(c.cpu().numpy())
         src_all.append(spans[b][rows])
         tgt_all.append(t[cols])
         fg[b, rows] = 0
     src, tgt = torch.cat(src_all), torch.cat(tgt_all)
     span = F.l1_loss(src, tgt, reduction="none").mean()
     giou = (1 - torch_giou_diag(torch_xx(src), torch_xx(tgt))).mean()
-    label = F.cross_entropy(logits.transpose(1, 2), fg, torch.tensor([1.0, eos_coef]),
-                            reduction="none").mean()
-    return {"span": float(span), "giou": float(giou), "label": float(label)}
+    weight = torch.tensor([1.0, eos_coef], device=logits.device)
+    label = F.cross_entropy(logits.transpose(1, 2), fg, weight, reduction="none").mean()
+    return {"span": span, "giou": giou, "label": label}
+
+
+def torch_layer_losses(logits, spans, targets, *, eos_coef, cost=(10.0, 1.0, 4.0)):
+    """`torch_layer_loss_terms` as python floats."""
+    terms = torch_layer_loss_terms(logits, spans, targets, eos_coef=eos_coef, cost=cost)
+    return {k: float(v) for k, v in terms.items()}
