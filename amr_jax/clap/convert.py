@@ -37,7 +37,7 @@ from flax import nnx
 
 from amr_jax.clap import gpt2 as gpt2_lib
 from amr_jax.clap import htsat as htsat_lib
-from amr_jax.clap import htsat_convert
+from amr_jax.clap import htsat_convert, materialize
 from amr_jax.clap.heads import ClapModel, ProjectionHead
 from amr_jax.errors import ConversionError as BaseConversionError
 from amr_jax.io_utils import atomic_write_text, quiet_checkpointing
@@ -494,16 +494,10 @@ class ClapParams:
 def build_head(head_params: Mapping) -> ProjectionHead:
     """A `ProjectionHead` in eval mode holding converted head params."""
     in_dim, out_dim = head_dims(head_params)
-    head = ProjectionHead(in_dim, out_dim, rngs=nnx.Rngs(0))
-    _, state, _ = nnx.split(head, nnx.Param, ...)
-    nnx.replace_by_pure_dict(
-        state,
-        {
-            k: {kk: np.asarray(vv, np.float32) for kk, vv in v.items()}
-            for k, v in head_params.items()
-        },
-    )
-    nnx.update(head, state)
+    head = materialize.with_params(
+        lambda: ProjectionHead(in_dim, out_dim, rngs=nnx.Rngs(0)),
+        {k: {kk: np.asarray(vv, np.float32) for kk, vv in v.items()}
+         for k, v in head_params.items()})
     head.eval()
     return head
 

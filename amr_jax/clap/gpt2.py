@@ -24,6 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from amr_jax.clap import materialize
+
 # Full float32 matmuls: embeddings must match the reference on every backend.
 _PRECISION = jax.lax.Precision.HIGHEST
 
@@ -306,8 +308,4 @@ def build_gpt2(cfg: GPT2Config, params: Mapping) -> GPT2:
     initialization is paid for. Block indices may be ints or digit strings (as
     restored by orbax).
     """
-    abstract = nnx.eval_shape(lambda: GPT2(cfg, rngs=nnx.Rngs(0)))
-    graphdef, state = nnx.split(abstract)
-    pure = nnx.restore_int_paths(jax.tree.map(jnp.asarray, dict(params)))
-    nnx.replace_by_pure_dict(state, pure)
-    return nnx.merge(graphdef, state)
+    return materialize.with_params(lambda: GPT2(cfg, rngs=nnx.Rngs(0)), params)

@@ -45,6 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from amr_jax.clap import materialize
 from amr_jax.errors import UsageError
 
 _HI = jax.lax.Precision.HIGHEST
@@ -326,11 +327,7 @@ class HTSAT(nnx.Module):
 
 def build_htsat(cfg: HTSATConfig, params: Mapping) -> HTSAT:
     """An `HTSAT` holding converted params (nested dict as `convert` produces)."""
-    abstract = nnx.eval_shape(lambda: HTSAT(cfg, rngs=nnx.Rngs(0)))
-    graphdef, state = nnx.split(abstract)
-    pure = nnx.restore_int_paths(jax.tree.map(jnp.asarray, dict(params)))
-    nnx.replace_by_pure_dict(state, pure)
-    return nnx.merge(graphdef, state)
+    return materialize.with_params(lambda: HTSAT(cfg, rngs=nnx.Rngs(0)), params)
 
 
 def count_params(cfg: HTSATConfig) -> int:

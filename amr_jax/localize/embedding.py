@@ -17,7 +17,6 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from amr_jax import saliency
 from amr_jax.errors import UsageError
 from amr_jax.localize.arrays import SplitArrays
 
@@ -65,7 +64,7 @@ def embed_split(config: ml_collections.ConfigDict, arrays: SplitArrays, *,
             raise UsageError(f"{config.system} compares the released 768-d end-of-text rows with "
                              "the raw audio rows; --query_route=text applies to the joint-space "
                              "systems only")
-        queries = saliency.end_of_text(arrays.text, arrays.text_mask)
+        queries = arrays.end_of_text_rows()
         return Embedded(audio=jax.device_put(arrays.audio), queries=queries, neutral=None)
     if not clap_dir:
         raise ValueError(f"system {config.system} needs --clap (a converted MS-CLAP folder)")
@@ -87,9 +86,10 @@ def embed_split(config: ml_collections.ConfigDict, arrays: SplitArrays, *,
                                               progress=config.progress)
         logging.info("%d queries embedded from their raw text through GPT-2", len(queries))
     else:
-        queries = embed.embed_query_from_features(clap, arrays.text, arrays.text_mask)
-    audio = _project_packed(embed.project_audio, clap, arrays.audio, arrays.audio_mask,
-                            chunk_size=config.embed_chunk, progress=config.progress)
+        rows = arrays.end_of_text_rows()  # [B, 768]: as one-token texts, no padded copy
+        queries = embed.embed_query_from_features(clap, rows[:, None], np.ones((len(rows), 1), bool))
+    audio = _project_packed(embed.project_audio, clap, arrays, chunk_size=config.embed_chunk,
+                            progress=config.progress)
     return Embedded(audio=audio, queries=queries, neutral=neutral)
 
 
@@ -121,26 +121,23 @@ def neutral_direction(config: ml_collections.ConfigDict, clap, *,
     return embed.neutral_embedding(clap, tokenizer=tokenizer)
 
 
-def _project_packed(project, clap, audio: np.ndarray, mask: np.ndarray, **kwargs) -> jax.Array:
+def _project_packed(project, clap, arrays: SplitArrays, **kwargs) -> jax.Array:
     """Projects only the valid frames: they are packed densely into rows of the padded length
     (the head acts on each frame alone), projected, and put back in place on the device.
 
     Recordings of a split differ in length (CASTELLA: 59-300 s), so projecting the padded
     `[N, T, 768]` array would spend a third of the work on padding.
+
+    Returns:
+      `[N, T, E]` on the device, 0 on padded frames.
     """
-    n_rec, t_len, dim = audio.shape
-    valid = mask.reshape(-1)
-    frames = audio.reshape(-1, dim)[valid]
-    rows = max(1, -(-len(frames) // t_len))
-    packed = np.zeros((rows * t_len, dim), audio.dtype)
-    packed[: len(frames)] = frames
-    packed_mask = np.arange(rows * t_len) < len(frames)
+    n_rec, t_len = arrays.audio_mask.shape
+    packed, position = arrays.packed_frames()
+    rows = packed.shape[0]
+    packed_mask = (np.arange(rows * t_len) < int(arrays.audio_mask.sum())).reshape(rows, t_len)
     # The projected rows stay on the device (no copy to host and back).
-    out = project(clap, packed.reshape(rows, t_len, dim), packed_mask.reshape(rows, t_len),
-                  on_device=True, **kwargs).reshape(rows * t_len, -1)
-    # Frame f of the padded layout reads packed row position[f]; padding is zeroed.
-    position = np.zeros(n_rec * t_len, np.int32)
-    position[valid] = np.arange(len(frames), dtype=np.int32)
+    out = project(clap, packed, packed_mask, on_device=True, **kwargs).reshape(rows * t_len, -1)
+    valid = arrays.audio_mask.reshape(-1)
     gathered = _unpack(out, jnp.asarray(position), jnp.asarray(valid))
     return gathered.reshape(n_rec, t_len, -1)
 

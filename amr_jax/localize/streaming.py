@@ -92,32 +92,29 @@ def chunk_arrays(split: Split, *, t_len: int, num_recordings: int, num_queries: 
                  slots: int) -> localize_arrays.SplitArrays:
     """One chunk as fixed-shape `SplitArrays` (padding described in the module docstring)."""
     dim = features.FEATURE_DIM
-    audio = np.zeros((num_recordings, t_len, dim), np.float32)
-    audio_mask = np.zeros((num_recordings, t_len), bool)
-    for i, v in enumerate(split.vids):
-        a = split.audio[v][:t_len]
-        audio[i, :len(a)] = a
-        audio_mask[i, :len(a)] = True
-    text = np.zeros((num_queries, 1, dim), np.float32)
-    text_mask = np.zeros((num_queries, 1), bool)
-    text_mask[:] = True  # padded queries get a zero end-of-text row
+    # Padding recordings have no frame; padding queries get one zero end-of-text row.
+    recordings = [split.audio[v][:t_len] for v in split.vids]
+    recordings += [np.zeros((0, dim), np.float32)] * (num_recordings - len(recordings))
+    texts = [split.text[r.key][-1:] for r in split.records]
+    texts += [np.zeros((1, dim), np.float32)] * (num_queries - len(texts))
     query_recording = np.zeros(num_queries, np.int32)
     query_slot = np.zeros(num_queries, np.int32)
     slot_query = np.full((num_recordings, slots), -1, np.int32)
     row = {v: i for i, v in enumerate(split.vids)}
     counts = np.zeros(num_recordings, np.int32)
     for b, r in enumerate(split.records):
-        text[b, 0] = split.text[r.key][-1]
         n = row[r.vid]
         query_recording[b], query_slot[b] = n, counts[n]
         slot_query[n, counts[n]] = b
         counts[n] += 1
     duration = np.ones(num_queries, np.float32)
     duration[:len(split.records)] = [r.duration for r in split.records]
-    return localize_arrays.SplitArrays(audio=audio, audio_mask=audio_mask, text=text, text_mask=text_mask,
-                                query_recording=query_recording, query_slot=query_slot,
-                                slot_query=slot_query, duration=duration,
-                                query_text=[r.query for r in split.records])
+    return localize_arrays.SplitArrays(
+        recordings=recordings,
+        audio_mask=localize_arrays.length_mask([len(a) for a in recordings], t_len),
+        texts=texts, text_mask=np.ones((num_queries, 1), bool), query_recording=query_recording,
+        query_slot=query_slot, slot_query=slot_query, duration=duration,
+        query_text=[r.query for r in split.records])
 
 
 def _load_chunk(records: list[QueryRecord], vids: list[str], audio_dir, text_dir,
