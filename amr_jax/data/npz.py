@@ -10,6 +10,11 @@ expressions, so any number of threads may read archives concurrently.
 It only accepts plain numeric dtypes: object arrays (which would need pickle)
 and structured dtypes raise `FeatureError`, so loading never executes pickled
 code. Every error names the file and, where it applies, the key.
+
+Uncompressed members (what `numpy.savez` writes, and the released features) are read straight
+from the file into the array's buffer with one `readinto` and checked against the member's
+CRC-32: no intermediate bytes objects, and the copy runs without the GIL, so loader threads
+overlap. Compressed or encrypted members go through `zipfile`.
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ _FORTRAN_RE = re.compile(r"""['"]fortran_order['"]\s*:\s*(True|False)""")
 _SHAPE_RE = re.compile(r"""['"]shape['"]\s*:\s*\(([^()]*)\)""")
 _KEY_RE = re.compile(r"""['"](\w+)['"]\s*:""")
 _EXPECTED_KEYS = {"descr", "fortran_order", "shape"}
+# Local file header: signature, then name and extra-field lengths at bytes 26-29.
+_LOCAL_HEADER = struct.Struct("<4s22xHH")
+_LOCAL_SIGNATURE = b"PK\x03\x04"
 
 
 def parse_npy_header(header: str, *, source: str) -> tuple[np.dtype, bool, tuple[int, ...]]:
@@ -158,6 +166,8 @@ class NpzArchive:
         source = f"{self.path}:{key}"
         try:
             info = self._zip.getinfo(self._members[key])
+            if info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 0x1:
+                return self._read_stored(info, source)
             with self._zip.open(info) as member:
                 return read_npy_stream(member, source=source, size=info.file_size)
         except FeatureError:
@@ -166,6 +176,31 @@ class NpzArchive:
                 NotImplementedError, RuntimeError) as e:
             # RuntimeError: an encrypted member; LZMAError/OSError: bad lzma/bz2 streams.
             raise FeatureError(f"{source}: corrupt archive member ({e})") from None
+
+    def _read_stored(self, info: zipfile.ZipInfo, source: str) -> np.ndarray:
+        """An uncompressed member read with one `readinto` into the array, CRC-32 checked."""
+        with open(self.path, "rb", buffering=0) as raw:
+            raw.seek(info.header_offset)
+            local = raw.read(_LOCAL_HEADER.size)
+            if len(local) != _LOCAL_HEADER.size:
+                raise FeatureError(f"{source}: corrupt archive member (truncated local header)")
+            signature, name_length, extra_length = _LOCAL_HEADER.unpack(local)
+            if signature != _LOCAL_SIGNATURE:
+                raise FeatureError(f"{source}: corrupt archive member (bad local header)")
+            start = info.header_offset + _LOCAL_HEADER.size + name_length + extra_length
+            raw.seek(start)
+            array = read_npy_stream(_Bounded(raw, info.file_size), source=source,
+                                    size=info.file_size)
+            end = raw.tell()
+            trailing = raw.read(start + info.file_size - end)  # bytes numpy ignores, if any
+            raw.seek(start)
+            crc = zlib.crc32(raw.read(end - start - array.nbytes))  # the .npy header
+        data = array.T if array.ndim > 1 and not array.flags.c_contiguous else array
+        if data.size:
+            crc = zlib.crc32(np.ascontiguousarray(data).reshape(-1).view(np.uint8), crc)
+        if zlib.crc32(trailing, crc) != info.CRC:
+            raise FeatureError(f"{source}: corrupt archive member (bad CRC-32)")
+        return array
 
     def shape(self, key: str) -> tuple[int, ...]:
         """The shape of member `key` from its header alone (no data is read)."""
@@ -189,3 +224,20 @@ class NpzArchive:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class _Bounded:
+    """A raw file read no further than `size` bytes past its current position."""
+
+    def __init__(self, raw, size: int):
+        self._raw, self._left = raw, size
+
+    def read(self, n: int) -> bytes:
+        data = self._raw.read(min(n, self._left))
+        self._left -= len(data)
+        return data
+
+    def readinto(self, view) -> int:
+        n = self._raw.readinto(view[: self._left])
+        self._left -= n or 0
+        return n or 0

@@ -148,3 +148,47 @@ def test_parallel_loading_never_crashes(many_small_files, thread_switches_during
         for key in ("v0_0", "v57_13", "v99_19"):
             np.testing.assert_array_equal(split.text[key], reference.text[key])
         np.testing.assert_array_equal(split.audio["v42"], reference.audio["v42"])
+
+
+def _stored_member_data_offset(path, name: str) -> int:
+    """Byte offset of member `name`'s data (after its local header) in a stored archive."""
+    with zipfile.ZipFile(path) as z:
+        info = z.getinfo(name)
+    raw = path.read_bytes()
+    name_length, extra_length = np.frombuffer(raw[info.header_offset + 26:
+                                                  info.header_offset + 30], "<u2")
+    return info.header_offset + 30 + int(name_length) + int(extra_length)
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_stored_members_are_read_directly_and_crc_checked(tmp_path, order):
+    # np.savez stores members uncompressed: the direct readinto path reads them.
+    x = np.asarray(np.random.default_rng(0).standard_normal((7, 5)), np.float32, order=order)
+    path = tmp_path / "a.npz"
+    np.savez(path, features=x, other=np.arange(3))
+    with NpzArchive(path) as npz:
+        got = npz["features"]
+        np.testing.assert_array_equal(got, x)
+        assert got.flags.writeable and got.dtype == np.float32
+        np.testing.assert_array_equal(npz["other"], np.arange(3))
+    # One flipped bit in the array data (not the header) is caught by the CRC.
+    raw = bytearray(path.read_bytes())
+    raw[_stored_member_data_offset(path, "features.npy") + 128 + 9] ^= 0x04
+    path.write_bytes(bytes(raw))
+    with NpzArchive(path) as npz, pytest.raises(FeatureError, match=r"a\.npz:features.*CRC"):
+        npz["features"]
+    with NpzArchive(path) as npz:  # the other member is intact
+        np.testing.assert_array_equal(npz["other"], np.arange(3))
+
+
+def test_stored_member_with_trailing_bytes_reads_like_numpy(tmp_path):
+    # A member holding bytes past the array (numpy ignores them) still passes its CRC check.
+    x = np.arange(6, dtype=np.float32)
+    member = io.BytesIO()
+    np.save(member, x)
+    path = tmp_path / "t.npz"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("features.npy", member.getvalue() + b"extra")
+    with NpzArchive(path) as npz:
+        np.testing.assert_array_equal(npz["features"], x)
+    np.testing.assert_array_equal(np.load(path)["features"], x)
