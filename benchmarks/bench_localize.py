@@ -141,7 +141,8 @@ def jax_run(config, split, data: Path, out_path, repeats: int) -> dict:
     t0 = time.perf_counter()
     predictions_lib.write_predictions(out_path, split.records, result.windows, result.valid)
     write_s = time.perf_counter() - t0
-    return {"times": {"embed_s": embed_s, "relevance_s": best_rel,
+    stages = {f"{k}_s": v for k, v in embedded.stage_s.items()}
+    return {"times": {"embed_s": embed_s, **stages, "relevance_s": best_rel,
                       "localize_s": max(localize_s - best_rel, 0.0), "write_s": write_s,
                       "compile_s": result.compile_s},
             "windows": result.windows, "valid": result.valid}
@@ -245,15 +246,19 @@ def _print_floor(rows, split, clap_params, load_s) -> None:
           f"numpy/OpenBLAS {peak['numpy']:.0f} GFLOP/s")
     print(f"projection of {frames:,} frames: {flops / 1e9:.1f} GFLOP -> floor {floor_s:.2f} s "
           f"at the better peak")
-    head = f"{'system':<16}{'whole s':>9}{'x floor':>9}{'compute s':>11}{'x floor':>9}"
-    print(head + f"{'compile s':>11}\n" + "-" * (len(head) + 11))
+    head = (f"{'system':<16}{'whole s':>9}{'x floor':>9}{'compute s':>11}{'x floor':>9}"
+            f"{'compile s':>11}  |{'weights':>9}{'queries':>9}{'audio':>8}{'localize':>10}")
+    print(head + "\n" + "-" * len(head))
     for row in rows:
         t = row["jax"]
         compute = t["embed_s"] + t["relevance_s"] + t["localize_s"]
         print(f"{row['system']:<16}{t['whole_s']:>9.2f}{t['whole_s'] / floor_s:>9.1f}"
-              f"{compute:>11.2f}{compute / floor_s:>9.1f}{t['compile_s']:>11.2f}")
+              f"{compute:>11.2f}{compute / floor_s:>9.1f}{t['compile_s']:>11.2f}  |"
+              f"{t.get('weights_s', 0):>9.2f}{t.get('queries_s', 0):>9.2f}"
+              f"{t.get('audio_s', 0):>8.2f}{t['relevance_s'] + t['localize_s']:>10.2f}")
     print(f"(whole = load {load_s:.2f} s + compute + writing; compute = embed (weights, "
-          "projection, queries) + relevance + localize; compile apart)")
+          "queries, audio: packing + projection + placing, or padding for backbone) + relevance "
+          "+ localize; compile apart)")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 
 import jax
 import jax.numpy as jnp
@@ -32,11 +33,14 @@ class Embedded:
       audio: `[N, T, E]` frames (joint space, normalized) or raw backbone rows, on device.
       queries: `[B, E]` query vectors.
       neutral: `[E]` neutral direction (contrast only), else None.
+      stage_s: seconds per stage ("weights": reading the heads, "queries", "audio": padding or
+        packing, projecting and placing the frames), for timings and benchmarks.
     """
 
     audio: np.ndarray
     queries: np.ndarray
     neutral: np.ndarray | None
+    stage_s: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 def embed_split(config: ml_collections.ConfigDict, arrays: SplitArrays, *,
@@ -64,19 +68,26 @@ def embed_split(config: ml_collections.ConfigDict, arrays: SplitArrays, *,
             raise UsageError(f"{config.system} compares the released 768-d end-of-text rows with "
                              "the raw audio rows; --query_route=text applies to the joint-space "
                              "systems only")
+        t0 = time.perf_counter()
         queries = arrays.end_of_text_rows()
-        return Embedded(audio=jax.device_put(arrays.audio), queries=queries, neutral=None)
+        t1 = time.perf_counter()
+        audio = jax.block_until_ready(jax.device_put(arrays.audio))
+        return Embedded(audio=audio, queries=queries, neutral=None,
+                        stage_s={"weights": 0.0, "queries": t1 - t0,
+                                 "audio": time.perf_counter() - t1})
     if not clap_dir:
         raise ValueError(f"system {config.system} needs --clap (a converted MS-CLAP folder)")
     from amr_jax.clap import convert, embed  # heavy imports only for the joint-space systems
     from amr_jax.clap.text_route import require_tokenizer
 
+    t0 = time.perf_counter()
     clap = convert.load_converted(clap_dir).to_model()
     # Every missing piece of the raw-text route is reported before any heavy work.
     tokenizer = None
     if query_route == "text":
         tokenizer = require_tokenizer(clap, clap_dir=clap_dir, tokenizer_dir=tokenizer_dir,
                                       needed_for="--query_route=text")
+    t1 = time.perf_counter()
     neutral = None
     if config.relevance == "contrast":
         neutral = neutral_direction(config, clap, clap_dir=clap_dir, neutral_feats=neutral_feats,
@@ -88,9 +99,12 @@ def embed_split(config: ml_collections.ConfigDict, arrays: SplitArrays, *,
     else:
         rows = arrays.end_of_text_rows()  # [B, 768]: as one-token texts, no padded copy
         queries = embed.embed_query_from_features(clap, rows[:, None], np.ones((len(rows), 1), bool))
-    audio = _project_packed(embed.project_audio, clap, arrays, chunk_size=config.embed_chunk,
-                            progress=config.progress)
-    return Embedded(audio=audio, queries=queries, neutral=neutral)
+    t2 = time.perf_counter()
+    audio = jax.block_until_ready(_project_packed(
+        embed.project_audio, clap, arrays, chunk_size=config.embed_chunk, progress=config.progress))
+    return Embedded(audio=audio, queries=queries, neutral=neutral,
+                    stage_s={"weights": t1 - t0, "queries": t2 - t1,
+                             "audio": time.perf_counter() - t2})
 
 
 def neutral_direction(config: ml_collections.ConfigDict, clap, *,
