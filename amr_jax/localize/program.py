@@ -99,19 +99,25 @@ def _compiled(cache: CompiledCache, key: tuple, fn, args) -> tuple[object, float
 
 def localize_split(config: ml_collections.ConfigDict, arrays: SplitArrays,
                    embedded: Embedded, backend=None, *,
-                   cache: CompiledCache | None = None) -> LocalizeResult:
+                   cache: CompiledCache | None = None,
+                   split_queries: int | None = None) -> LocalizeResult:
     """Relevance curves and localization of every query; compilation timed separately.
 
     `backend`: the language model of the "llm" localizer (`llm.make_backend`), else unused.
     `cache`: compiled kernels owned by the caller, reused across calls that pass the same
     cache (several systems, chunks of a streamed split, a predictor's queries); None
     compiles for this call alone.
+    `split_queries`: the number of queries of the whole split when `arrays` holds one shard
+    of it (multi-host scoring): the localizer then runs in the batches the whole split would
+    (`query_chunk`, or one batch of `split_queries` rows, padded), because XLA:CPU's float32
+    localizer results depend on the batch size by about an ulp. Default: `arrays`' own.
     """
     cache = CompiledCache() if cache is None else cache
     if config.localizer == "llm":
         return _localize_split_llm(config, arrays, embedded, backend, cache=cache)
     num_queries = len(arrays.duration)
-    chunk = min(config.query_chunk or num_queries, num_queries)
+    total = num_queries if split_queries is None else split_queries
+    chunk = min(config.query_chunk or total, total)
     rel_args = (embedded.audio, arrays.audio_mask, embedded.queries, embedded.neutral,
                 arrays.query_recording, arrays.query_slot, arrays.slot_query)
     mask = arrays.audio_mask[arrays.query_recording]
