@@ -206,13 +206,17 @@ def shard_arrays(split: Split, config: ml_collections.ConfigDict,
     largest over the processes: a collective)."""
     if shard is None:
         return split_arrays(split, max_frames=config.max_frames, frame_bucket=config.frame_bucket)
-    per_vid = {}
-    for r in split.records:
-        per_vid[r.vid] = per_vid.get(r.vid, 0) + 1
-    longest = int(distributed.all_int(max(a.shape[0] for a in split.audio.values())).max())
-    slots = int(distributed.all_int(max(per_vid.values())).max())
+    longest, slots = (int(distributed.all_int(n).max()) for n in split_shapes(split))
     return split_arrays(split, max_frames=config.max_frames, frame_bucket=config.frame_bucket,
                         longest=longest, slots=slots)
+
+
+def split_shapes(split: Split) -> tuple[int, int]:
+    """(frames of the longest recording, most queries of one recording) of a loaded split."""
+    per_vid: dict[str, int] = {}
+    for r in split.records:
+        per_vid[r.vid] = per_vid.get(r.vid, 0) + 1
+    return max(a.shape[0] for a in split.audio.values()), max(per_vid.values())
 
 
 def check_timing(split: Split, frame_offset_s: float) -> str | None:

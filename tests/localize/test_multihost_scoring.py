@@ -1,7 +1,7 @@
 """Whole-split scoring on several processes: shards, bit-identical rows, one writer.
 
 A tiny SYNTHETIC split (7 recordings, 16 queries; shards of 4 and 3 recordings with different
-query counts and slots). In one process: a shard padded to the whole split's shapes localizes
+lengths, query counts, slots and text lengths). In one process: a shard padded to the whole split's shapes localizes
 its queries bit for bit. Two local CPU processes (gloo collectives) run the binaries
 (`experiments.localize --all_systems`, `experiments.predict_detr` on a random-weights QD-DETR
 workdir): the predictions files are byte-identical to a one-process run, and only process 0
@@ -29,15 +29,36 @@ LOCALIZE = ["-m", "experiments.localize"]
 PREDICT = ["-m", "experiments.predict_detr"]
 
 
+# Recording i has DURATIONS[i] seconds and QUERIES[i] queries: shard 1 of 2 (recordings 1, 3,
+# 5) is shorter, has fewer queries and fewer per recording than shard 0, so a process padding
+# to its own shapes (frames, slots, localizer batch, text tokens) would differ.
+DURATIONS = (240, 60, 180, 75, 150, 90, 120)
+QUERIES = (3, 1, 4, 2, 2, 1, 3)
+PHRASES = ("a dog barks", "a car horn blares loudly in the busy street", "water runs",
+           "a man speaks", "birds sing in the tall trees at dawn", "a door slams", "rain falls",
+           "a phone rings twice", "people applaud", "an engine idles", "a baby cries",
+           "wind blows", "a bell rings", "footsteps on gravel", "a cat meows",
+           "thunder rumbles far away")
+
+
 @pytest.fixture(scope="module")
 def split_dir(tmp_path_factory):
     from amr_jax.clap import convert
     from amr_jax.data.synthetic import generate_split
 
     root = tmp_path_factory.mktemp("mh_split")
-    generate_split("castella", root, seed=5, num_recordings=7, progress=False)
-    convert.convert_and_save(root / "msclap_synthetic.npz", root / "clap_converted")
-    return root
+    lines, phrases = [], iter(PHRASES)
+    for i, (duration, count) in enumerate(zip(DURATIONS, QUERIES)):
+        for j in range(count):
+            start = 10 + 15 * j
+            lines.append({"qid": f"r{i}_{j}", "query": next(phrases), "duration": duration,
+                          "vid": f"rec{i}", "relevant_windows": [[start, start + 8 + j]]})
+    ann = root / "source.jsonl"
+    ann.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    generate_split("castella", root / "split", seed=5, annotations=ann, progress=False)
+    convert.convert_and_save(root / "split" / "msclap_synthetic.npz",
+                             root / "split" / "clap_converted")
+    return root / "split"
 
 
 def _data(d) -> list[str]:
@@ -75,16 +96,19 @@ def test_a_shard_padded_to_the_split_shapes_localizes_bit_for_bit(split_dir, sys
     arrays = pipeline.split_arrays(whole, max_frames=config.max_frames,
                                    frame_bucket=config.frame_bucket)
     want = pipeline.localize_split(config, arrays, pipeline.embed_split(config, arrays, **paths))
-    for p in (0, 1):
-        shard = RecordingShard(p, 2)
-        part = _load(split_dir, select=shard)
+    shards = {p: RecordingShard(p, 2) for p in (0, 1)}
+    parts = {p: _load(split_dir, select=shard) for p, shard in shards.items()}
+    # `shard_arrays` pads a shard to the largest shapes over the processes: the whole split's.
+    assert tuple(np.max([pipeline.split_shapes(s) for s in parts.values()], axis=0)) == \
+        pipeline.split_shapes(whole)
+    for p, part in parts.items():
         # What `shard_arrays` / `run_localization` give a process of a 2-process run.
         own = pipeline.split_arrays(part, max_frames=config.max_frames,
                                     frame_bucket=config.frame_bucket,
                                     longest=arrays.audio.shape[1], slots=arrays.slot_query.shape[1])
         got = pipeline.localize_split(config, own, pipeline.embed_split(config, own, **paths),
                                       split_queries=len(whole.records))
-        rows = shard.positions(p)
+        rows = shards[p].positions(p)
         np.testing.assert_array_equal(got.windows, want.windows[rows])
         np.testing.assert_array_equal(got.valid, want.valid[rows])
 
