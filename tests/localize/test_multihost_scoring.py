@@ -1,8 +1,8 @@
 """Whole-split scoring on several processes: shards, bit-identical rows, one writer.
 
 A tiny SYNTHETIC split (7 recordings, 16 queries; shards of 4 and 3 recordings with different
-lengths, query counts, slots and text lengths). In one process: a shard padded to the whole split's shapes localizes
-its queries bit for bit. Two local CPU processes (gloo collectives) run the binaries
+lengths, query counts, slots and text lengths). In one process: a shard padded to the whole
+split's shapes localizes its queries bit for bit. Two local CPU processes (gloo collectives) run the binaries
 (`experiments.localize --all_systems`, `experiments.predict_detr` on a random-weights QD-DETR
 workdir): the predictions files are byte-identical to a one-process run, and only process 0
 writes (process 1 is given its own output path, which must stay absent).
@@ -105,7 +105,8 @@ def test_a_shard_padded_to_the_split_shapes_localizes_bit_for_bit(split_dir, sys
         # What `shard_arrays` / `run_localization` give a process of a 2-process run.
         own = pipeline.split_arrays(part, max_frames=config.max_frames,
                                     frame_bucket=config.frame_bucket,
-                                    longest=arrays.audio.shape[1], slots=arrays.slot_query.shape[1])
+                                    longest=arrays.audio_mask.shape[1],
+                                    slots=arrays.slot_query.shape[1])
         got = pipeline.localize_split(config, own, pipeline.embed_split(config, own, **paths),
                                       split_queries=len(whole.records))
         rows = shards[p].positions(p)
