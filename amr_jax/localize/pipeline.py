@@ -14,7 +14,7 @@ config's `frame_offset_s`; a split whose lengths suggest the other convention is
 On several processes (`amr_jax.distributed`; `experiments.localize --num_processes`) each
 process loads, embeds and localizes only its shard of the split (`amr_jax.eval.shards`: the
 queries of recordings p, p + N, ...), padded to the shapes the whole split gets (frames, query
-slots, localizer batch), so every query's windows are bit for bit those of a one-process run;
+slots, the relevance kernel's query rows, the localizer batch), so every query's windows are bit for bit those of a one-process run;
 process 0 gathers them, writes the predictions, timings and metrics, the others write nothing.
 
 This module is the run orchestration (load, embed, localize, write, plot, score; several systems
@@ -192,12 +192,11 @@ def check_shardable(config: ml_collections.ConfigDict, shard: shards_lib.Recordi
 def load_shard(config: ml_collections.ConfigDict, shard: shards_lib.RecordingShard | None, *,
                annotations, audio_feats, text_feats) -> Split:
     """The split (`shard` None) or this process's shard of it, from the config's source."""
-    split = sources.load_source(config.source, annotations=annotations, audio_dir=audio_feats,
-                                text_dir=text_feats, data_dir=config.data_dir,
-                                num_workers=config.num_workers,
-                                progress=config.progress and distributed.is_primary(),
-                                select=shard)
-    return split
+    return sources.load_source(config.source, annotations=annotations, audio_dir=audio_feats,
+                               text_dir=text_feats, data_dir=config.data_dir,
+                               num_workers=config.num_workers,
+                               progress=config.progress and distributed.is_primary(),
+                               select=shard)
 
 
 def shard_arrays(split: Split, config: ml_collections.ConfigDict,
