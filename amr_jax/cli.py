@@ -14,6 +14,7 @@ bug and keeps its full traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
 import importlib.util
@@ -224,3 +225,39 @@ def log_outputs(outputs: dict[str, Any]) -> None:
         else:
             shown = os.path.abspath(str(where))
         logging.info("wrote %s: %s", what, shown)
+
+
+@dataclasses.dataclass(frozen=True)
+class LaunchFlags:
+    """The multi-host launch flags of a binary (`define_launch_flags`)."""
+
+    coordinator_address: flags.FlagHolder
+    num_processes: flags.FlagHolder
+    process_id: flags.FlagHolder
+
+    def initialize(self) -> None:
+        """Connects the processes (call first in `main`, before any other JAX use); the
+        processes other than 0 then log warnings and errors only (summaries once)."""
+        from amr_jax import distributed  # imports jax; this module stays light
+
+        distributed.initialize(self.coordinator_address.value, self.num_processes.value,
+                               self.process_id.value)
+        if not distributed.is_primary():
+            logging.set_verbosity(logging.WARNING)
+
+
+def define_launch_flags() -> LaunchFlags:
+    """Defines --coordinator_address, --num_processes, --process_id (WORKSPACE.md "Multi-host").
+
+    Call once at a binary's module level. Without them the binary runs on one process.
+    """
+    return LaunchFlags(
+        coordinator_address=flags.DEFINE_string(
+            "coordinator_address", "", "Multi-host: 'host:port' of process 0, or 'auto' on a TPU "
+            "pod (jax.distributed.initialize() detects the hosts); '' for one process."),
+        num_processes=flags.DEFINE_integer(
+            "num_processes", 0, "Multi-host: number of processes (with an explicit "
+            "--coordinator_address)."),
+        process_id=flags.DEFINE_integer(
+            "process_id", -1, "Multi-host: this process's index in [0, num_processes) (with an "
+            "explicit --coordinator_address)."))

@@ -8,6 +8,9 @@ the same program: `initialize` connects them, the trainer builds one global mesh
 `jax.devices()`, each process builds only its rows of a batch (`global_batch`), and results
 sharded over the mesh come back to every host with `gather`. Only the primary process
 (`is_primary`) writes files that are not orbax checkpoints (orbax saves are collective).
+
+Whole-split scoring (`amr_jax.eval.shards`) runs no global program: each process computes its
+own queries on its own devices and `all_rows` brings every process's host rows to every host.
 """
 
 from __future__ import annotations
@@ -92,8 +95,12 @@ def replicated_batch(tree, mesh: jax.sharding.Mesh):
 
 
 def gather(tree):
-    """Global arrays (sharded or replicated) -> numpy arrays of the whole value on every host."""
-    if process_count() == 1:
+    """Global arrays (sharded or replicated) -> numpy arrays of the whole value on every host.
+
+    Arrays on this process's devices alone (a program of one process) are its whole value.
+    """
+    if process_count() == 1 or all(getattr(x, "is_fully_addressable", True)
+                                   for x in jax.tree.leaves(tree)):
         return jax.device_get(tree)
     return jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))
 
@@ -103,3 +110,27 @@ def all_int(value: int) -> np.ndarray:
     if process_count() == 1:
         return np.asarray([value])
     return np.asarray(multihost_utils.process_allgather(np.asarray(value, np.int64)))
+
+
+def all_rows(tree) -> list:
+    """Every process's host rows, on every host (a collective: all must call).
+
+    Args:
+      tree: pytree of numpy arrays [n, ...] with the same n within the tree; n may differ
+        between processes, the trailing shapes and dtypes may not.
+
+    Returns:
+      [the tree of process 0, the tree of process 1, ...], each array with its process's n
+      rows, bit for bit.
+    """
+    if process_count() == 1:
+        return [tree]
+    leaves, treedef = jax.tree.flatten(tree)
+    counts = all_int(len(leaves[0]))
+    # Fixed shapes for the collective: every process pads its rows to the longest (>= 1).
+    longest = max(int(counts.max()), 1)
+    padded = [np.concatenate([x, np.zeros((longest - len(x),) + x.shape[1:], x.dtype)])
+              for x in map(np.asarray, leaves)]
+    stacked = [np.asarray(x) for x in multihost_utils.process_allgather(padded, tiled=False)]
+    return [jax.tree.unflatten(treedef, [x[p, :n] for x in stacked])
+            for p, n in enumerate(counts.tolist())]

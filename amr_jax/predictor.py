@@ -106,6 +106,9 @@ def _audio_array(audio) -> np.ndarray:
 class Predictor:
     """Loads a system once and localizes queries in any recording.
 
+    Interactive and single-process: a multi-host whole split goes through
+    `experiments.localize` / `experiments.predict_detr` with --num_processes.
+
     Args:
       system: a training-free system of `experiments/configs/localize.py` (ignored with
         `detr_workdir`).

@@ -23,6 +23,12 @@ gmm_contrast without --neutral_feats encodes "background sound", "ambient noise"
 audio" through GPT-2 with the tokenizer of --tokenizer_dir (vocab.json + merges.txt);
 --query_route=text re-encodes every query from its raw text instead of the released
 end-of-text row (joint-space systems).
+
+Several hosts (WORKSPACE.md "Multi-host"): the same command on every host, plus
+--coordinator_address=HOST0:PORT --num_processes=N --process_id=I (or --coordinator_address=auto
+on a TPU pod). Process p localizes the queries of recordings p, p + N, ...; process 0 writes
+the predictions (identical to a one-process run), timings and metrics. Not with
+--config.stream_recordings, --plot_qids or jointproj_llm.
 """
 
 import os
@@ -30,7 +36,7 @@ import os
 from absl import app, flags
 from ml_collections import config_flags
 
-from amr_jax import cli
+from amr_jax import cli, distributed
 from amr_jax.localize import pipeline
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiments/configs/localize.py:SYSTEM")
@@ -51,6 +57,7 @@ _OUTPUT = flags.DEFINE_string("output", None, "Predictions jsonl (a folder with 
 _TIMINGS = flags.DEFINE_string("timings", None, "Optional JSON file for the stage seconds.")
 _PLOT_QIDS = flags.DEFINE_list("plot_qids", [], "qids whose curves are drawn as PNG figures.")
 _PLOT_DIR = flags.DEFINE_string("plot_dir", None, "Folder of the figures.")
+_LAUNCH = cli.define_launch_flags()
 _ALL = flags.DEFINE_bool("all_systems", False, "Run the eight systems of configs/localize.py SYSTEMS (not jointproj_llm); "
                            "--output is a folder.")
 
@@ -63,6 +70,8 @@ def _check_source(config) -> None:
 
 def main(argv):
     del argv
+    # Before any other JAX use: the processes must agree on the devices first.
+    _LAUNCH.initialize()
     if _ALL.value:
         from experiments.configs import localize as localize_configs
 
@@ -77,6 +86,8 @@ def main(argv):
                                         neutral_feats=_NEUTRAL.value,
                                         tokenizer_dir=_TOKENIZER.value,
                                         query_route=_QUERY_ROUTE.value)
+        if not distributed.is_primary():
+            return
         cli.log_outputs({"predictions": [os.path.join(_OUTPUT.value, f"{s}.jsonl") for s in rows],
                          "timings": os.path.join(_OUTPUT.value, "timings.json")})
         return
@@ -86,6 +97,9 @@ def main(argv):
     if _CONFIG.value.stream_recordings:
         from amr_jax.localize import streaming  # bounded memory, chunk by chunk
 
+        if distributed.process_count() > 1:
+            raise app.UsageError("--config.stream_recordings bounds one host's memory; drop it "
+                                 "with --num_processes (each process holds only its shard)")
         if _PLOT_QIDS.value or _QUERY_ROUTE.value != pipeline.DEFAULT_QUERY_ROUTE:
             raise app.UsageError("--plot_qids and --query_route=text need the whole split at "
                                  "once; drop --config.stream_recordings")
@@ -101,6 +115,8 @@ def main(argv):
                               neutral_feats=_NEUTRAL.value, tokenizer_dir=_TOKENIZER.value,
                               query_route=_QUERY_ROUTE.value, timings=_TIMINGS.value,
                               plot_qids=_PLOT_QIDS.value, plot_dir=_PLOT_DIR.value)
+    if not distributed.is_primary():
+        return
     cli.log_outputs({"predictions": _OUTPUT.value, "timings": _TIMINGS.value,
                      "figures": out["plots"]})
 

@@ -12,12 +12,17 @@ the last stdout line, one JSON object with R1@0.5, R1@0.7, mAP, mAP@0.5, mAP@0.7
 mask mixes the rows of a batch, so it also batches as the reference evaluation does
 (100 queries in file order, the last batch partial). The default masks per row, so
 a query's prediction does not depend on the other queries of its batch.
+
+Several hosts (WORKSPACE.md "Multi-host"): the same command on every host, plus
+--coordinator_address=HOST0:PORT --num_processes=N --process_id=I (or --coordinator_address=auto
+on a TPU pod). Process p predicts the queries of recordings p, p + N, ...; process 0 writes
+the predictions (identical to a one-process run) and the metrics. Not with
+--reproduce_reference.
 """
 
 from absl import app, flags
 
-from amr_jax import cli
-from amr_jax.train.predict import predict_to_file
+from amr_jax import cli, distributed
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir.", required=True)
 _ANN = flags.DEFINE_string("annotations", None, "Annotation jsonl.", required=True)
@@ -29,13 +34,20 @@ _OUTPUT = flags.DEFINE_string("output", None, "Predictions jsonl to write.", req
 _REPRODUCE = flags.DEFINE_bool(
     "reproduce_reference", False,
     "Reference text-to-audio mask and batching (batches of 100 in file order).")
+_LAUNCH = cli.define_launch_flags()
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    # Before any other JAX use: the processes must agree on the devices first.
+    _LAUNCH.initialize()
+    from amr_jax.train.predict import predict_to_file  # noqa: PLC0415 (after initialize)
+
     predict_to_file(_WORKDIR.value, _ANN.value, _AUDIO.value, _TEXT.value, _OUTPUT.value,
                     reproduce_reference=_REPRODUCE.value)
+    if not distributed.is_primary():
+        return
     cli.log_outputs({"predictions": _OUTPUT.value})
 
 

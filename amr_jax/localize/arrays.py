@@ -109,10 +109,17 @@ def length_mask(lengths: Sequence[int], width: int) -> np.ndarray:
     return np.arange(width)[None, :] < np.asarray(lengths, np.int64).reshape(-1, 1)
 
 
-def split_arrays(split: Split, *, max_frames: int, frame_bucket: int) -> SplitArrays:
-    """Lays a loaded split out as `SplitArrays` (recordings in `split.vids` order)."""
+def split_arrays(split: Split, *, max_frames: int, frame_bucket: int,
+                 longest: int | None = None, slots: int | None = None) -> SplitArrays:
+    """Lays a loaded split out as `SplitArrays` (recordings in `split.vids` order).
+
+    `longest`, `slots`: the longest recording (frames) and the most queries of one recording
+    to pad for, when `split` is one shard of a larger split whose shapes it must share
+    (multi-host scoring); default: this split's own.
+    """
     vids = split.vids
-    t_len = frame_length([split.audio[v].shape[0] for v in vids], max_frames=max_frames,
+    lengths = [split.audio[v].shape[0] for v in vids]
+    t_len = frame_length(lengths if longest is None else [longest], max_frames=max_frames,
                          frame_bucket=frame_bucket)
     recordings = [split.audio[v][:t_len] for v in vids]
     texts = [split.text[r.key] for r in split.records]
@@ -123,7 +130,8 @@ def split_arrays(split: Split, *, max_frames: int, frame_bucket: int) -> SplitAr
     for b, n in enumerate(query_recording):
         query_slot[b] = counts[n]
         counts[n] += 1
-    slot_query = np.full((len(vids), max(int(counts.max(initial=1)), 1)), -1, np.int32)
+    width = max(int(counts.max(initial=1)), 1) if slots is None else slots
+    slot_query = np.full((len(vids), width), -1, np.int32)
     slot_query[query_recording, query_slot] = np.arange(len(texts), dtype=np.int32)
     duration = np.asarray([r.duration for r in split.records], np.float32)
     return SplitArrays(recordings=recordings,

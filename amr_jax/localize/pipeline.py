@@ -11,6 +11,12 @@ folder and `tokenizer_dir`); gmm_contrast's neutral direction comes from `neutra
 given, else from the three phrases through GPT-2. Frames are mapped to seconds with the
 config's `frame_offset_s`; a split whose lengths suggest the other convention is warned about.
 
+On several processes (`amr_jax.distributed`; `experiments.localize --num_processes`) each
+process loads, embeds and localizes only its shard of the split (`amr_jax.eval.shards`: the
+queries of recordings p, p + N, ...), padded to the shapes the whole split gets (frames, query
+slots, the relevance kernel's query rows, the localizer batch), so every query's windows are bit for bit those of a one-process run;
+process 0 gathers them, writes the predictions, timings and metrics, the others write nothing.
+
 This module is the run orchestration (load, embed, localize, write, plot, score; several systems
 on one split). The stages have their own modules: `arrays` (padding a split into fixed shapes),
 `embedding` (projection and query vectors), `program` (the jitted relevance + localizer program);
@@ -32,6 +38,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from amr_jax import distributed
 from amr_jax.compiled import CompiledCache
 from amr_jax.data import timing
 from amr_jax.data import sources
@@ -40,6 +47,7 @@ from amr_jax.data.records import is_annotated
 from amr_jax.errors import UsageError
 from amr_jax.eval import metrics as metrics_lib
 from amr_jax.eval import predictions as predictions_lib
+from amr_jax.eval import shards as shards_lib
 from amr_jax.io_utils import atomic_write_text
 # The stages live in their own modules; they are re-exported here, the localize API users know.
 from amr_jax.localize.arrays import SplitArrays, frame_length, split_arrays  # noqa: F401
@@ -60,7 +68,8 @@ def run_localization(config: ml_collections.ConfigDict, *, annotations: str | os
                      plot_qids: Sequence[str] = (), plot_dir: str | os.PathLike | None = None,
                      split: Split | None = None, arrays: SplitArrays | None = None,
                      embedded: Embedded | None = None, print_report: bool = True,
-                     cache: CompiledCache | None = None) -> dict:
+                     cache: CompiledCache | None = None,
+                     shard: shards_lib.RecordingShard | None = None) -> dict:
     """Localizes a whole split with one system and writes its predictions.
 
     Args:
@@ -80,22 +89,34 @@ def run_localization(config: ml_collections.ConfigDict, *, annotations: str | os
       embedded: `embed_split(config, arrays)` when already computed.
       print_report: print the metrics table and the final JSON line.
       cache: compiled kernels owned by the caller (see `localize_split`).
+      shard: on several processes with a given `split`, the `RecordingShard` it was loaded
+        with (`run_all_systems`); made here when the split is loaded here.
 
     Returns:
-      {"system", "metrics" (None on blind sets), "timings", "result" (LocalizeResult),
-       "plots" (paths of the figures written), "embedded" (the Embedded the localizer used)}.
+      {"system", "metrics" (None on blind sets and on processes other than 0), "timings",
+       "result" (LocalizeResult; of this process's queries on several processes), "plots"
+       (paths of the figures written), "embedded" (the Embedded the localizer used)}.
+
+    Raises:
+      UsageError: on several processes, `plot_qids` or the llm localizer (both one-host).
     """
     start = time.perf_counter()
     if split is None:
-        split = sources.load_source(config.source, annotations=annotations, audio_dir=audio_feats,
-                                    text_dir=text_feats, data_dir=config.data_dir,
-                                    num_workers=config.num_workers, progress=config.progress)
-        check_timing(split, config.frame_offset_s)
+        shard = shards_lib.process_shard()
+        check_shardable(config, shard, plot_qids=plot_qids)
+        split = load_shard(config, shard, annotations=annotations, audio_feats=audio_feats,
+                           text_feats=text_feats)
+        if distributed.is_primary():  # on several processes, judged from process 0's shard
+            check_timing(split, config.frame_offset_s)
+    elif distributed.process_count() > 1 and shard is None:
+        raise ValueError("on several processes a given split needs the shard it was loaded with")
+    else:
+        check_shardable(config, shard, plot_qids=plot_qids)
     load_s = time.perf_counter() - start
 
     t0 = time.perf_counter()
     if arrays is None:
-        arrays = split_arrays(split, max_frames=config.max_frames, frame_bucket=config.frame_bucket)
+        arrays = shard_arrays(split, config, shard)
     if embedded is None:
         embedded = embed_split(config, arrays, clap_dir=clap_dir, neutral_feats=neutral_feats,
                                tokenizer_dir=tokenizer_dir, query_route=query_route)
@@ -106,19 +127,30 @@ def run_localization(config: ml_collections.ConfigDict, *, annotations: str | os
         from amr_jax.localize import llm
 
         backend = llm.make_backend(config, clap_dir=clap_dir, tokenizer_dir=tokenizer_dir)
-    result = localize_split(config, arrays, embedded, backend=backend, cache=cache)
+    result = localize_split(config, arrays, embedded, backend=backend, cache=cache,
+                            split_queries=None if shard is None else len(shard.records))
     if config.localizer == "llm":
         fallbacks = int(np.asarray(result.details.fallback).sum())
         print(f"{config.system}: {fallbacks} of {len(split.records)} answers did not parse and "
               "used the FWHM fallback", flush=True)
-    predictions_lib.write_predictions(output, split.records, result.windows, result.valid)
+    records, windows, valid = split.records, result.windows, result.valid
+    if shard is not None:
+        gathered = shards_lib.gather_in_file_order(shard, windows, valid)
+        if gathered is None:  # not process 0: it writes and scores
+            return {"system": config.system, "metrics": None,
+                    "timings": {"load_s": load_s, "embed_s": embed_s,
+                                "localize_s": result.localize_s, "compile_s": result.compile_s,
+                                "total_s": time.perf_counter() - start},
+                    "result": result, "plots": [], "embedded": embedded}
+        records, windows, valid = gathered
+    predictions_lib.write_predictions(output, records, windows, valid)
     total_s = time.perf_counter() - start
     times = {"load_s": load_s, "embed_s": embed_s, "localize_s": result.localize_s,
              "compile_s": result.compile_s, "total_s": total_s}
     if config.localizer == "llm":
         times["llm_fallbacks"] = fallbacks
     logging.info("%s: %d queries; load %.2f s, embed %.2f s, compile %.2f s, localize %.3f s",
-                 config.system, len(split.records), load_s, embed_s, result.compile_s,
+                 config.system, len(records), load_s, embed_s, result.compile_s,
                  result.localize_s)
     if timings:
         atomic_write_text(timings, json.dumps({k: round(v, 4) for k, v in times.items()}) + "\n")
@@ -132,9 +164,9 @@ def run_localization(config: ml_collections.ConfigDict, *, annotations: str | os
                                        title=config.system)
 
     metrics = None
-    if is_annotated(split.records):
-        metrics = metrics_lib.compute_metrics(split.records, windows=result.windows,
-                                              valid=result.valid, source=str(output))
+    if is_annotated(records):
+        metrics = metrics_lib.compute_metrics(records, windows=windows, valid=valid,
+                                              source=str(output))
         if print_report:
             from amr_jax.eval.report import report_text, summary_json_line
 
@@ -142,6 +174,48 @@ def run_localization(config: ml_collections.ConfigDict, *, annotations: str | os
             print(summary_json_line(metrics), flush=True)
     return {"system": config.system, "metrics": metrics, "timings": times, "result": result,
             "plots": plots, "embedded": embedded}
+
+
+def check_shardable(config: ml_collections.ConfigDict, shard: shards_lib.RecordingShard | None,
+                    *, plot_qids: Sequence[str] = ()) -> None:
+    """Raises UsageError, naming the flag, for what runs on one process only."""
+    if shard is None:
+        return
+    if plot_qids:
+        raise UsageError(f"--plot_qids draws on one host; drop it with --num_processes="
+                         f"{shard.count} (or plot from a one-process run)")
+    if config.localizer == "llm":
+        raise UsageError(f"{config.system} generates on one host: run it without "
+                         f"--num_processes (got {shard.count} processes)")
+
+
+def load_shard(config: ml_collections.ConfigDict, shard: shards_lib.RecordingShard | None, *,
+               annotations, audio_feats, text_feats) -> Split:
+    """The split (`shard` None) or this process's shard of it, from the config's source."""
+    return sources.load_source(config.source, annotations=annotations, audio_dir=audio_feats,
+                               text_dir=text_feats, data_dir=config.data_dir,
+                               num_workers=config.num_workers,
+                               progress=config.progress and distributed.is_primary(),
+                               select=shard)
+
+
+def shard_arrays(split: Split, config: ml_collections.ConfigDict,
+                 shard: shards_lib.RecordingShard | None) -> SplitArrays:
+    """`split_arrays`; of a shard, padded to the whole split's frames and query slots (the
+    largest over the processes: a collective)."""
+    if shard is None:
+        return split_arrays(split, max_frames=config.max_frames, frame_bucket=config.frame_bucket)
+    longest, slots = (int(distributed.all_int(n).max()) for n in split_shapes(split))
+    return split_arrays(split, max_frames=config.max_frames, frame_bucket=config.frame_bucket,
+                        longest=longest, slots=slots)
+
+
+def split_shapes(split: Split) -> tuple[int, int]:
+    """(frames of the longest recording, most queries of one recording) of a loaded split."""
+    per_vid: dict[str, int] = {}
+    for r in split.records:
+        per_vid[r.vid] = per_vid.get(r.vid, 0) + 1
+    return max(a.shape[0] for a in split.audio.values()), max(per_vid.values())
 
 
 def check_timing(split: Split, frame_offset_s: float) -> str | None:
@@ -165,17 +239,21 @@ def run_all_systems(configs: Sequence[ml_collections.ConfigDict], *,
     always reads the released end-of-text rows (the raw-text route is a joint-space route).
 
     Writes `<output_dir>/<system>.jsonl` and `<output_dir>/timings.json`. Returns
-    `{system: metrics}` as `metrics.compute_metrics` gives them (None on blind sets).
+    `{system: metrics}` as `metrics.compute_metrics` gives them (None on blind sets and, on
+    several processes, on every process but 0, which alone writes and prints).
     With `print_table`, prints the table and, last, the JSON of every system's
     five headline figures.
     """
     first = configs[0]
-    split = sources.load_source(first.source, annotations=annotations, audio_dir=audio_feats,
-                                text_dir=text_feats, data_dir=first.data_dir,
-                                num_workers=first.num_workers, progress=first.progress)
-    for offset in dict.fromkeys(c.frame_offset_s for c in configs):
-        check_timing(split, offset)
-    arrays = split_arrays(split, max_frames=first.max_frames, frame_bucket=first.frame_bucket)
+    shard = shards_lib.process_shard()
+    for config in configs:
+        check_shardable(config, shard)
+    split = load_shard(first, shard, annotations=annotations, audio_feats=audio_feats,
+                       text_feats=text_feats)
+    if distributed.is_primary():
+        for offset in dict.fromkeys(c.frame_offset_s for c in configs):
+            check_timing(split, offset)
+    arrays = shard_arrays(split, first, shard)
     # Every joint-space system shares one projection of the split; contrast adds `n` to it.
     joint: Embedded | None = None
     rows, times = {}, {}
@@ -206,11 +284,14 @@ def run_all_systems(configs: Sequence[ml_collections.ConfigDict], *,
         out = run_localization(config, annotations=annotations, audio_feats=audio_feats,
                                text_feats=text_feats, split=split, print_report=False, **routes,
                                arrays=arrays if same_shapes else None, embedded=embedded,
-                               output=Path(output_dir) / f"{config.system}.jsonl", cache=cache)
+                               output=Path(output_dir) / f"{config.system}.jsonl", cache=cache,
+                               shard=shard)
         out["timings"]["embed_s"] += shared_embed_s
         out["timings"]["total_s"] += shared_embed_s
         times[config.system] = {k: round(v, 4) for k, v in out["timings"].items()}
         rows[config.system] = out["metrics"]
+    if not distributed.is_primary():  # process 0 writes and prints for every process
+        return rows
     atomic_write_text(Path(output_dir) / "timings.json", json.dumps(times, indent=2) + "\n")
     if print_table:
         scored = {name: m for name, m in rows.items() if m is not None}

@@ -99,21 +99,35 @@ def _compiled(cache: CompiledCache, key: tuple, fn, args) -> tuple[object, float
 
 def localize_split(config: ml_collections.ConfigDict, arrays: SplitArrays,
                    embedded: Embedded, backend=None, *,
-                   cache: CompiledCache | None = None) -> LocalizeResult:
+                   cache: CompiledCache | None = None,
+                   split_queries: int | None = None) -> LocalizeResult:
     """Relevance curves and localization of every query; compilation timed separately.
 
     `backend`: the language model of the "llm" localizer (`llm.make_backend`), else unused.
     `cache`: compiled kernels owned by the caller, reused across calls that pass the same
     cache (several systems, chunks of a streamed split, a predictor's queries); None
     compiles for this call alone.
+    `split_queries`: the number of queries of the whole split when `arrays` holds one shard
+    of it (multi-host scoring): the relevance kernel then reads `split_queries` query rows
+    (padded rows read slot 0 of recording 0 and are dropped) and the localizer runs in the
+    batches the whole split would (`query_chunk`, or one batch of `split_queries` rows),
+    because XLA:CPU's float32 row kernels depend on the number of rows by about an ulp (a
+    localizer batch; the L2 normalization of fewer than ~6 query rows). Default: `arrays`'
+    own count, no padding.
     """
     cache = CompiledCache() if cache is None else cache
     if config.localizer == "llm":
         return _localize_split_llm(config, arrays, embedded, backend, cache=cache)
     num_queries = len(arrays.duration)
-    chunk = min(config.query_chunk or num_queries, num_queries)
+    total = num_queries if split_queries is None else split_queries
+    chunk = min(config.query_chunk or total, total)
     rel_args = (embedded.audio, arrays.audio_mask, embedded.queries, embedded.neutral,
                 arrays.query_recording, arrays.query_slot, arrays.slot_query)
+    if total > num_queries:  # a shard: the whole split's number of query rows
+        rel_args = (embedded.audio, arrays.audio_mask,
+                    chunk_rows(np.asarray(embedded.queries), 0, total), embedded.neutral,
+                    chunk_rows(arrays.query_recording, 0, total),
+                    chunk_rows(arrays.query_slot, 0, total), arrays.slot_query)
     mask = arrays.audio_mask[arrays.query_recording]
     t_len = mask.shape[1]
     padded = -(-num_queries // chunk) * chunk
@@ -138,6 +152,8 @@ def localize_split(config: ml_collections.ConfigDict, arrays: SplitArrays,
 
     t0 = time.perf_counter()
     curves = rel_exec(*rel_args)
+    if total > num_queries:
+        curves = curves[:num_queries]
     if padded > num_queries:
         curves = jnp.concatenate([curves, jnp.zeros((padded - num_queries, t_len), curves.dtype)])
     outputs = [loc_exec(curves[s:s + chunk], mask_p[s:s + chunk], duration_p[s:s + chunk])

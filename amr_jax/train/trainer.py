@@ -436,7 +436,7 @@ def _every_nth(records: list, *, start: int, step: int) -> list:
     return records[start::step]
 
 
-def _global_token_pad(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+def global_token_pad(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """The largest text pad length of every process (each resolved it on its own shard)."""
     longest = int(distributed.all_int(config.data.max_tokens).max())
     if longest == config.data.max_tokens:
@@ -498,7 +498,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     # Fixed text pad length over train + val and the layout's best metric.
     config = resolve_run_config(config, [s for s in (train_split, val_split) if s is not None])
     if num_processes > 1:
-        config = _global_token_pad(config)
+        config = global_token_pad(config)
     data = config.data
     logging.info("input layout %s: text padded to %d tokens; best epoch by val %s",
                  data.layout, data.max_tokens, config.train.best_metric)

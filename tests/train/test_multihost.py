@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 import pytest
 
 import detr_fixtures as fx
+import multihost_lib as mh
 import test_trainer as tt
 from amr_jax import distributed
 from amr_jax.data.loader import load_split
@@ -151,34 +151,21 @@ def test_shard_and_launch_errors_name_the_field():
     assert distributed.is_primary() and distributed.process_count() == 1
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
+def _worker_args(root, workdir, out, *args):
+    return [WORKER, f"--root={root}", f"--workdir={workdir}", f"--out={out}", *args]
 
 
 def _worker(root, workdir, out, *args, host_devices=1):
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env.update(JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
-    if host_devices > 1:
-        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={host_devices}"
-    return subprocess.Popen([sys.executable, str(WORKER), f"--root={root}",
-                             f"--workdir={workdir}", f"--out={out}", *args],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return mh.launch(_worker_args(root, workdir, out, *args), host_devices=host_devices)
 
 
 def _wait(procs):
-    results = [p.communicate(timeout=400) for p in procs]
-    for p, (_, err) in zip(procs, results):
-        assert p.returncode == 0, err[-3000:]
+    mh.wait(procs)
 
 
 def _two_processes(root, workdir, tmp_path, *args):
-    port = _free_port()
-    return [_worker(root, workdir, tmp_path / f"p{pid}.npz",
-                     f"--coordinator_address=localhost:{port}", "--num_processes=2",
-                     f"--process_id={pid}", *args) for pid in (0, 1)]
+    return mh.launch_processes(
+        lambda pid: _worker_args(root, workdir, tmp_path / f"p{pid}.npz", *args))
 
 
 def _epochs(workdir):
