@@ -127,7 +127,7 @@ def project_audio(
     audio: np.ndarray,
     mask: np.ndarray,
     *,
-    chunk_size: int = 32,
+    chunk_size: int = 16,
     progress: bool = True,
     on_device: bool = False,
 ) -> np.ndarray | jax.Array:

@@ -119,7 +119,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # up to `frame_bucket` and capped at `max_frames` (longer recordings are truncated).
     config.max_frames = 300
     config.frame_bucket = 32
-    config.embed_chunk = 32             # recordings per audio-projection call
+    # Packed rows of max_frames frames per audio-projection call. On this project's 2-core CPU,
+    # 16 gives frames bit-equal to 32 (XLA's dot keeps its blocking) while the operands stay in
+    # cache: the projection of the CASTELLA-structured test split takes 3.6 s instead of 4.4 s.
+    # Below 16 the dot's summation order changes (12: frames differ by float32 rounding).
+    config.embed_chunk = 16
     config.query_chunk = 0              # queries per localizer call; 0 = the whole split at once
     # Bounded memory (amr_jax/localize/streaming.py): 0 reads the whole split at once; N > 0
     # reads, embeds and localizes N recordings (at most stream_queries queries) at a time.
