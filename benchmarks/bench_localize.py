@@ -18,7 +18,7 @@ Both implementations run in this process on the same split, loaded once. Per sys
   whole      load + embed + relevance + localize + writing predictions (JAX: compilation
              excluded and shown separately).
 
-Kernel timings are the best of `--repeats` runs; the reference loops run once. Metrics of both
+Kernel and embed timings are the best of `--repeats` runs; the reference loops run once. Metrics of both
 implementations are printed side by side (same semantics: they should agree within 1 point).
 """
 
@@ -116,12 +116,19 @@ def reference_run(config, split, clap_params, neutral_dir, out_path) -> dict:
 
 def jax_run(config, split, data: Path, out_path, repeats: int) -> dict:
     """`pipeline.run_localization`'s stages, with the kernels timed over several runs."""
-    t0 = time.perf_counter()
-    arrays = pipeline.split_arrays(split, max_frames=config.max_frames,
-                                   frame_bucket=config.frame_bucket)
-    embedded = pipeline.embed_split(config, arrays, clap_dir=data / "clap_converted",
-                                    neutral_feats=data / "neutral_text")
-    embed_s = time.perf_counter() - t0
+    # The embed stage runs `repeats` times too (best kept): its first run in a process also
+    # compiles the heads, which belongs to compile time, not to the run.
+    embed_s, embedded = float("inf"), None
+    for _ in range(repeats):
+        del embedded  # the previous run's frames are freed before the next is built
+        t0 = time.perf_counter()
+        arrays = pipeline.split_arrays(split, max_frames=config.max_frames,
+                                       frame_bucket=config.frame_bucket)
+        embedded = pipeline.embed_split(config, arrays, clap_dir=data / "clap_converted",
+                                        neutral_feats=data / "neutral_text")
+        t = time.perf_counter() - t0
+        if t < embed_s:
+            embed_s, stage_s = t, embedded.stage_s
     cache = CompiledCache()  # the first run compiles, the repeats reuse its kernels
     runs = [pipeline.localize_split(config, arrays, embedded, cache=cache)
             for _ in range(repeats)]
@@ -141,7 +148,7 @@ def jax_run(config, split, data: Path, out_path, repeats: int) -> dict:
     t0 = time.perf_counter()
     predictions_lib.write_predictions(out_path, split.records, result.windows, result.valid)
     write_s = time.perf_counter() - t0
-    stages = {f"{k}_s": v for k, v in embedded.stage_s.items()}
+    stages = {f"{k}_s": v for k, v in stage_s.items()}
     return {"times": {"embed_s": embed_s, **stages, "relevance_s": best_rel,
                       "localize_s": max(localize_s - best_rel, 0.0), "write_s": write_s,
                       "compile_s": result.compile_s},
