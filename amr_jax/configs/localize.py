@@ -129,7 +129,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # reads, embeds and localizes N recordings (at most stream_queries queries) at a time.
     config.stream_recordings = 0
     config.stream_queries = 512
-    config.num_workers = 8              # feature loading threads
+    config.num_workers = 0              # feature loading threads; 0: min(8, CPUs)
     # "folders" (--annotations, --audio_feats, --text_feats) or "tfds:<name>:<split>", a
     # dataset built by experiments.build_tfds into data_dir (amr_jax/data/sources.py).
     config.source = "folders"

@@ -48,8 +48,18 @@ class Split:
         return np.asarray([position[r.vid] for r in self.records], dtype=np.int32)
 
 
+def loading_threads(num_workers: int) -> int:
+    """Threads for reading feature files: `num_workers`, or with 0, min(8, CPUs).
+
+    Reads from the page cache are copies bound by the cores (on 2 cores, 2 threads load a
+    CASTELLA test split in 0.57 s, 8 in 0.75 s); network file systems want more threads than
+    cores, so an explicit count is used as given.
+    """
+    return num_workers if num_workers > 0 else min(8, os.cpu_count() or 1)
+
+
 def _map_parallel(fn, items, *, num_workers: int, desc: str, progress: bool):
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=loading_threads(num_workers)) as pool:
         results = pool.map(fn, items)
         return list(tqdm.tqdm(results, total=len(items), desc=desc, unit="file",
                               disable=not progress, mininterval=1.0))
@@ -85,7 +95,7 @@ def check_durations(records: list[QueryRecord], audio: dict[str, np.ndarray]) ->
 
 
 def load_split(annotations: str | os.PathLike, audio_dir: str | os.PathLike,
-               text_dir: str | os.PathLike, *, num_workers: int = 8, progress: bool = True,
+               text_dir: str | os.PathLike, *, num_workers: int = 0, progress: bool = True,
                select: RecordSelector | None = None) -> Split:
     """Reads the annotations and every audio/text feature file of a split.
 

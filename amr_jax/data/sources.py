@@ -37,7 +37,7 @@ def load_source(source: str, *, annotations: str | os.PathLike | None = None,
                 audio_dir: str | os.PathLike | None = None,
                 text_dir: str | os.PathLike | None = None,
                 data_dir: str | os.PathLike | None = None, split: str | None = None,
-                num_workers: int = 8, progress: bool = True,
+                num_workers: int = 0, progress: bool = True,
                 select: RecordSelector | None = None) -> Split:
     """Loads a split from folders or from a TFDS dataset.
 
@@ -46,7 +46,7 @@ def load_source(source: str, *, annotations: str | os.PathLike | None = None,
       annotations, audio_dir, text_dir: the folders source.
       data_dir: TFDS data folder (tfds sources).
       split: the TFDS split when `source` names none ("tfds:<name>").
-      num_workers: feature loading threads (folders).
+      num_workers: feature loading threads (folders); 0: min(8, CPUs).
       progress: progress bars.
       select: keeps some of the queries (`load_split`); folders read only their features,
         a TFDS split is read whole and then cut.

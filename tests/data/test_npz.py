@@ -192,3 +192,13 @@ def test_stored_member_with_trailing_bytes_reads_like_numpy(tmp_path):
     with NpzArchive(path) as npz:
         np.testing.assert_array_equal(npz["features"], x)
     np.testing.assert_array_equal(np.load(path)["features"], x)
+
+
+def test_loading_threads_auto_is_capped_by_the_cores(monkeypatch):
+    from amr_jax.data import loader
+
+    monkeypatch.setattr(loader.os, "cpu_count", lambda: 2)
+    assert loader.loading_threads(0) == 2
+    assert loader.loading_threads(5) == 5  # an explicit count is kept (network file systems)
+    monkeypatch.setattr(loader.os, "cpu_count", lambda: 96)
+    assert loader.loading_threads(0) == 8
