@@ -39,6 +39,9 @@ _BATCH = flags.DEFINE_integer("batch", 32, "Queries per step.")
 _FRAMES = flags.DEFINE_integer("frames", 300, "Audio frames per query (padded length).")
 _TOKENS = flags.DEFINE_integer("tokens", 32, "Text tokens per query (padded length).")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repeats (median reported).")
+_DROPOUT_MASKS = flags.DEFINE_enum("dropout_masks", "threefry", ["threefry", "hash"],
+                                   "config.train.dropout_masks of our model (hash: opt-in "
+                                   "hashed masks, amr_jax/detr/dropout.py).")
 _COMPONENTS = flags.DEFINE_bool("components", True, "Also time each seed-003 component.")
 _REFERENCE_ROWS = flags.DEFINE_bool("reference_rows", True,
                                     "Time the first table (ours vs the reference style).")
@@ -83,6 +86,7 @@ def main(argv):
 
     b, t, l = _BATCH.value, _FRAMES.value, _TOKENS.value
     config = qd_detr.get_config()
+    config.train.dropout_masks = _DROPOUT_MASKS.value
     inputs, targets = random_detr_batch(config, b, t, l)
     audio_mask, span_mask, labels = inputs.audio_mask, targets.span_mask, targets.saliency_labels
 
@@ -127,7 +131,8 @@ def main(argv):
 
     dev = jax.devices()[0]
     print(f"QD-DETR training speed, batch {b}, {t} frames, {l} tokens, {mesh.size} x "
-          f"{dev.platform} ({dev.device_kind}), torch threads {torch.get_num_threads()}")
+          f"{dev.platform} ({dev.device_kind}), torch threads {torch.get_num_threads()}, "
+          f"our dropout masks: {_DROPOUT_MASKS.value}")
     print(f"{'row':<44} {'ms':>10}")
     print("-" * 55)
     for name, ms in [("train step (jit), ours", train_ms),

@@ -19,7 +19,6 @@ import jax.numpy as jnp
 from flax import nnx
 
 from amr_jax.detr import layers
-from amr_jax.detr.dropout import Dropout
 
 
 def masked_attention(
@@ -29,7 +28,7 @@ def masked_attention(
     key_mask: jax.Array | None,
     *,
     num_heads: int,
-    dropout: Dropout,
+    dropout: nnx.Dropout,
     deterministic: bool,
     rngs=None,
     attn_mask: jax.Array | None = None,
@@ -89,7 +88,7 @@ class MultiHeadAttention(nnx.Module):
         self.in_proj_kernel = nnx.Param(layers.xavier_uniform(rngs.params(), (dim, 3 * dim)))
         self.in_proj_bias = nnx.Param(jnp.zeros((3 * dim,), jnp.float32))
         self.out_proj = layers.linear(dim, dim, xavier=True, zero_bias=True, rngs=rngs)
-        self.attn_dropout = Dropout(dropout)
+        self.attn_dropout = nnx.Dropout(dropout)
 
     def __call__(
         self,
@@ -140,7 +139,7 @@ class ProjectionFreeAttention(nnx.Module):
         self.qk_dim = qk_dim
         self.num_heads = num_heads
         self.out_proj = layers.linear(v_dim, v_dim, xavier=True, zero_bias=True, rngs=rngs)
-        self.attn_dropout = Dropout(dropout)
+        self.attn_dropout = nnx.Dropout(dropout)
 
     def __call__(
         self,

@@ -23,8 +23,6 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from amr_jax.detr.dropout import Dropout
-
 # PyTorch's LayerNorm epsilon (Flax defaults to 1e-6).
 LAYER_NORM_EPS = 1e-5
 # Initial negative slope of torch.nn.PReLU.
@@ -148,7 +146,7 @@ class ProjectionBlock(nnx.Module):
         self, in_dim: int, out_dim: int, *, dropout: float, relu: bool, rngs: nnx.Rngs
     ):
         self.layer_norm = layer_norm(in_dim, rngs=rngs)
-        self.dropout = Dropout(dropout)
+        self.dropout = nnx.Dropout(dropout)
         self.linear = linear(in_dim, out_dim, xavier=False, rngs=rngs)
         self.relu = relu
 

@@ -40,7 +40,6 @@ import ml_collections
 from flax import nnx
 
 from amr_jax.detr import layers
-from amr_jax.detr.dropout import Dropout
 from amr_jax.detr.attention import MultiHeadAttention, ProjectionFreeAttention
 from amr_jax.detr.position import anchor_sine_embedding, masked_sine_positions
 
@@ -191,9 +190,9 @@ class EncoderLayer(nnx.Module):
         self.linear2 = layers.linear(dim_feedforward, dim, xavier=True, rngs=rngs)
         self.norm1 = layers.layer_norm(dim, rngs=rngs)
         self.norm2 = layers.layer_norm(dim, rngs=rngs)
-        self.dropout = Dropout(dropout)
-        self.dropout1 = Dropout(dropout)
-        self.dropout2 = Dropout(dropout)
+        self.dropout = nnx.Dropout(dropout)
+        self.dropout1 = nnx.Dropout(dropout)
+        self.dropout2 = nnx.Dropout(dropout)
         self.activation = layers.activation_layer(activation)
 
     def __call__(
@@ -282,7 +281,7 @@ class DecoderLayer(nnx.Module):
         self.sa_v_proj = proj()
         self.self_attn = ProjectionFreeAttention(dim, dim, num_heads, dropout=dropout, rngs=rngs)
         self.norm1 = layers.layer_norm(dim, rngs=rngs)
-        self.dropout1 = Dropout(dropout)
+        self.dropout1 = nnx.Dropout(dropout)
 
         self.ca_qcontent_proj = proj()
         self.ca_qpos_proj = proj() if with_query_pos_proj else None
@@ -298,9 +297,9 @@ class DecoderLayer(nnx.Module):
         self.linear2 = layers.linear(dim_feedforward, dim, xavier=True, rngs=rngs)
         self.norm2 = layers.layer_norm(dim, rngs=rngs)
         self.norm3 = layers.layer_norm(dim, rngs=rngs)
-        self.dropout = Dropout(dropout)
-        self.dropout2 = Dropout(dropout)
-        self.dropout3 = Dropout(dropout)
+        self.dropout = nnx.Dropout(dropout)
+        self.dropout2 = nnx.Dropout(dropout)
+        self.dropout3 = nnx.Dropout(dropout)
         self.activation = layers.activation_layer(activation)
 
     def __call__(
@@ -463,7 +462,7 @@ class TextPositionEncoding(nnx.Module):
     def __init__(self, max_len: int, dim: int, *, dropout: float, rngs: nnx.Rngs):
         self.position_embeddings = nnx.Param(jax.random.normal(rngs.params(), (max_len, dim)))
         self.layer_norm = layers.layer_norm(dim, rngs=rngs)
-        self.dropout = Dropout(dropout)
+        self.dropout = nnx.Dropout(dropout)
 
     def __call__(self, x: jax.Array, *, deterministic: bool, rngs=None) -> jax.Array:
         """x [B, L, d] -> [B, L, d]; requires L <= max_len."""

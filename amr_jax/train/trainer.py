@@ -230,6 +230,7 @@ class Programs:
 def _programs_key(config, steps_per_epoch, model_factory, mesh) -> tuple:
     parts = {k: config[k].to_json() for k in ("model", "loss", "optim", "postprocess")}
     parts["neg_choose_epoch"] = config.train.neg_choose_epoch
+    parts["dropout_masks"] = config.train.dropout_masks
     parts["layout"] = config.data.layout
     return (json.dumps(parts, sort_keys=True), config.seed, config.data.clip_length,
             steps_per_epoch, model_factory, tuple(d.id for d in mesh.devices.flat))
@@ -237,6 +238,7 @@ def _programs_key(config, steps_per_epoch, model_factory, mesh) -> tuple:
 
 SALIENCY_LABEL_MODES = ("first_window", "all_windows")
 INIT_FROM_CHECKPOINTS = ("best", "latest")
+DROPOUT_MASKS = ("threefry", "hash")  # amr_jax/detr/dropout.py
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
@@ -253,6 +255,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"model.backbone={config.model.backbone!r}; expected one of {BACKBONES}")
     if config.loss.sim_weight > 0 and config.model.backbone != "uvcom":
         raise ValueError("loss.sim_weight > 0 needs model.backbone = 'uvcom'")
+    if config.train.dropout_masks not in DROPOUT_MASKS:
+        raise ValueError(f"train.dropout_masks={config.train.dropout_masks!r}; expected one of "
+                         f"{DROPOUT_MASKS}")
     if config.train.init_from_checkpoint not in INIT_FROM_CHECKPOINTS:
         raise ValueError(f"train.init_from_checkpoint={config.train.init_from_checkpoint!r}; "
                          f"expected one of {INIT_FROM_CHECKPOINTS}")
@@ -274,6 +279,10 @@ def build_programs(config: ml_collections.ConfigDict, *, steps_per_epoch: int,
     model_config.tef_first = get_layout(config.data.layout).tef_first
     model_config.lock()
     model = model_factory(model_config, nnx.Rngs(config.seed))
+    if config.train.dropout_masks == "hash":
+        from amr_jax.detr import dropout  # noqa: PLC0415
+
+        dropout.use_hashed_masks(model)
     graphdef, params, rest = split_model(model)
 
     def build() -> Programs:

@@ -45,7 +45,7 @@ def test_elements_and_keys_are_independent():
 
 def test_same_key_same_mask_and_inverted_scaling():
     np.testing.assert_array_equal(_mask(3), _mask(3))
-    layer = dropout_lib.Dropout(0.25)
+    layer = dropout_lib.HashedDropout(0.25)
     x = jnp.asarray(np.random.default_rng(0).standard_normal((64, 33)), jnp.float32)
     y = np.asarray(layer(x, deterministic=False, rngs=nnx.Rngs(dropout=7)))
     kept = y != 0
@@ -60,4 +60,67 @@ def test_same_key_same_mask_and_inverted_scaling():
 
 def test_training_mode_without_rngs_is_an_error():
     with pytest.raises(ValueError, match="rngs"):
-        dropout_lib.Dropout(0.1)(jnp.ones(3), deterministic=False)
+        dropout_lib.HashedDropout(0.1)(jnp.ones(3), deterministic=False)
+
+
+def _dropouts(model):
+    return [type(m) for _, m in nnx.iter_graph(model)
+            if isinstance(m, (nnx.Dropout, dropout_lib.HashedDropout))]
+
+
+def test_default_model_keeps_nnx_dropout_and_the_switch_swaps_every_one():
+    import test_model as tm
+
+    from amr_jax.detr import model as qd
+    from amr_jax.train import trainer
+
+    config = tm.tiny_config()
+    default = qd.QDDETR(config, rngs=nnx.Rngs(0))
+    kinds = _dropouts(default)
+    assert kinds and set(kinds) == {nnx.Dropout}
+    hashed = qd.QDDETR(config, rngs=nnx.Rngs(0))
+    assert dropout_lib.use_hashed_masks(hashed) == len(kinds)
+    assert set(_dropouts(hashed)) == {dropout_lib.HashedDropout}
+    # Same parameters (and checkpoint layout), same evaluation outputs.
+    a, b = nnx.state(default, nnx.Param), nnx.state(hashed, nnx.Param)
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    inputs = tm.make_inputs(0, tm.AUDIO_LENS, tm.TEXT_LENS, tm.FRAMES, tm.TOKENS)
+    for x, y in zip(jax.tree.leaves(tm.forward(default, inputs, deterministic=True,
+                                               negatives=True)),
+                    jax.tree.leaves(tm.forward(hashed, inputs, deterministic=True,
+                                               negatives=True)), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    # Training mode: both drop (outputs differ from evaluation) and stay finite.
+    key = jax.random.key(0)
+    for model in (default, hashed):
+        out = model(inputs, deterministic=False, rngs=nnx.Rngs(dropout=key))
+        logits = np.asarray(out["pred_logits"])
+        assert np.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("masks, kind", [("threefry", nnx.Dropout),
+                                         ("hash", dropout_lib.HashedDropout)])
+def test_trainer_builds_the_configured_masks(masks, kind):
+    from amr_jax.configs import qd_detr
+    from amr_jax.train import trainer
+
+    config = qd_detr.get_config("runlocal")
+    assert config.train.dropout_masks == "threefry"  # the verified default
+    config.train.dropout_masks = masks
+    programs, state = trainer.build_programs(config, steps_per_epoch=2,
+                                             model_factory=trainer.build_qd_detr,
+                                             mesh=trainer.data_mesh())
+    model = nnx.merge(programs.graphdef, state.params, programs.rest)
+    assert set(_dropouts(model)) == {kind}
+
+
+def test_unknown_mask_kind_names_the_field():
+    from amr_jax.configs import qd_detr
+    from amr_jax.train import trainer
+
+    config = qd_detr.get_config("runlocal")
+    config.train.dropout_masks = "philox"
+    with pytest.raises(ValueError, match="train.dropout_masks"):
+        trainer.validate_config(config)
